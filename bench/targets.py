@@ -1,0 +1,186 @@
+"""The three things under load: the simulator alone, nginx in front of it, Lockgate in front of it.
+
+Each is started on loopback on a free port from a config generated into the
+run's temp dir, and is ready only once its health URL answers 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.proc import BenchError, Child, Pinning, free_port, running, spawn, wait_http_ok
+from bench.provision import provision_key
+
+HOST = "127.0.0.1"
+TARGETS = ("direct", "nginx", "lockgate", "lockgate-auth")
+MODEL = "bench-model"
+# How the simulator is started; a module constant so a stand-in can be swapped in.
+SIM_COMMAND: tuple[str, ...] = (sys.executable, "-m", "lockgate", "sim")
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Simulator knobs: instant mode for throughput, slow tokens for idle streams."""
+
+    ttft_ms: float = 0
+    tokens_per_s: float = 0
+    output_tokens: int = 32
+    capacity: int = 256
+
+
+@dataclass
+class Sim:
+    child: Child
+    port: int
+
+
+@dataclass
+class Target:
+    """A started target: where to send requests, and whose CPU/memory to count."""
+
+    name: str
+    port: int
+    measured: Child
+    # Sent with every request (lockgate-auth: its API key).
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def header_bytes(self) -> bytes:
+        return b"".join(f"{k}: {v}\r\n".encode() for k, v in self.headers)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@contextlib.contextmanager
+def simulator(tmp: Path, pin: Pinning, settings: SimSettings, label: str) -> Iterator[Sim]:
+    """Run one simulator for the duration of the block, on the load CPUs."""
+    port = free_port()
+    argv = [
+        *SIM_COMMAND,
+        *("--host", HOST, "--port", str(port)),
+        *("--ttft-ms", f"{settings.ttft_ms:g}", "--tokens-per-s", f"{settings.tokens_per_s:g}"),
+        *("--output-tokens", str(settings.output_tokens), "--capacity", str(settings.capacity)),
+        *("--model", MODEL),
+    ]
+    with running(spawn(label, argv, tmp, pin.sim)) as child:
+        wait_http_ok(child, f"http://{HOST}:{port}/health")
+        yield Sim(child, port)
+
+
+@contextlib.contextmanager
+def target(name: str, tmp: Path, pin: Pinning, sim: Sim, workers: int) -> Iterator[Target]:
+    """Start ``name`` in front of ``sim`` (``direct`` starts nothing) and stop it afterwards."""
+    if name == "direct":
+        yield Target(name, sim.port, sim.child)
+        return
+    port = free_port()
+    if name == "nginx":
+        child = _start_nginx(tmp, port, sim.port, pin)
+        health = f"http://{HOST}:{port}/health"  # proxied to the simulator: proves the hop
+    elif name in ("lockgate", "lockgate-auth"):
+        auth = name == "lockgate-auth"
+        child, headers = _start_lockgate(tmp, port, sim.port, pin, workers, auth=auth)
+        health = f"http://{HOST}:{port}/healthz"
+    else:
+        raise BenchError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
+    with running(child):
+        wait_http_ok(child, health)
+        yield Target(name, port, child, headers if name != "nginx" else ())
+
+
+def nginx_config(tmp: Path, port: int, upstream_port: int) -> str:
+    """A minimal streaming-friendly reverse proxy: one process, pooled upstream connections."""
+    return f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+
+events {{
+    worker_connections 16384;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    keepalive_requests 1000000;
+
+    upstream sim {{
+        server {HOST}:{upstream_port};
+        keepalive 256;
+        keepalive_requests 1000000;
+    }}
+
+    server {{
+        listen {HOST}:{port} backlog=4096;
+        location / {{
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+def _start_nginx(tmp: Path, port: int, upstream_port: int, pin: Pinning) -> Child:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(nginx).exists():
+        raise BenchError("nginx is not installed (apt-get install -y nginx-light)")
+    conf = tmp / "nginx.conf"
+    conf.write_text(nginx_config(tmp, port, upstream_port))
+    return spawn("nginx", [nginx, "-p", str(tmp), "-c", str(conf)], tmp, pin.sut)
+
+
+def lockgate_config(
+    tmp: Path, port: int, upstream_port: int, workers: int, *, auth: bool = False
+) -> str:
+    """The gateway's config: one model, one deployment pointing at the simulator.
+
+    Without ``auth`` it serves anonymously (the foundation's figure); with it,
+    every request must carry an API key, checked as in production.
+    """
+    data_dir = tmp / ("lockgate-auth-data" if auth else "lockgate-data")
+    return f"""\
+server:
+  host: {HOST}
+  port: {port}
+  workers: {workers}
+  log_level: warning
+  data_dir: {data_dir}
+auth:
+  allow_anonymous: {"false" if auth else "true"}
+models:
+  - name: {MODEL}
+    deployments:
+      - name: sim-1
+        base_url: http://{HOST}:{upstream_port}/v1
+"""
+
+
+def _start_lockgate(
+    tmp: Path, port: int, upstream_port: int, pin: Pinning, workers: int, *, auth: bool
+) -> tuple[Child, tuple[tuple[str, str], ...]]:
+    label = "lockgate-auth" if auth else "lockgate"
+    conf = tmp / f"{label}.yaml"
+    conf.write_text(lockgate_config(tmp, port, upstream_port, workers, auth=auth))
+    headers: tuple[tuple[str, str], ...] = ()
+    if auth:
+        headers = (("Authorization", f"Bearer {provision_key(conf)}"),)
+    argv = [sys.executable, "-m", "lockgate", "serve", "--config", str(conf)]
+    return spawn(label, [*argv, "--workers", str(workers)], tmp, pin.sut), headers

@@ -1,0 +1,187 @@
+"""What a Lockgate config file may say. Unknown keys are errors, everywhere."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_HEADER_PATTERN = re.compile(r"^[a-z0-9-]+\*?$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """A credential by reference: never written in the config file itself."""
+
+    env: str | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+
+class Timeouts(Strict):
+    connect_s: Annotated[float, Field(gt=0)] = 5.0
+    first_byte_s: Annotated[float, Field(gt=0)] = 120.0
+    idle_s: Annotated[float, Field(gt=0)] = 60.0
+    total_s: Annotated[float, Field(gt=0)] = 900.0
+
+
+class DeploymentSpec(Strict):
+    name: Annotated[str, Field(pattern=_NAME)]
+    base_url: str
+    upstream_model: str | None = None
+    api_key: SecretRef | None = None
+    timeouts: Timeouts | None = None
+    passthrough: list[Annotated[str, Field(pattern=r"^/v1/[A-Za-z0-9._/-]+$")]] = []
+    forward_headers: list[str] = []
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError("must be an http:// or https:// URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        lowered = [v.lower() for v in value]
+        for name in lowered:
+            if not _HEADER_PATTERN.match(name):
+                raise ValueError(f"{name!r} is not a header name (or a prefix ending in '*')")
+            if name in ("authorization", "host", "content-length", "transfer-encoding", "*"):
+                raise ValueError(f"{name!r} may not be forwarded")
+        return lowered
+
+
+class ModelSpec(Strict):
+    name: Annotated[str, Field(pattern=_NAME)]
+    aliases: list[Annotated[str, Field(pattern=_NAME)]] = []
+    # Attributes for access conditions, e.g. {classification: unclassified, region: eu}.
+    tags: dict[str, str] = {}
+    timeouts: Timeouts | None = None
+    deployments: Annotated[list[DeploymentSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_deployments(self) -> ModelSpec:
+        names = [d.name for d in self.deployments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"deployment names must be unique: {', '.join(duplicates)}")
+        return self
+
+
+class ServerSpec(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1, le=256)] = 1
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    max_response_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    # The admin API (/admin/v1) listens here, on server.host; None: not served.
+    admin_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    data_dir: str = "./lockgate-data"
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+
+class ClaimMapping(Strict):
+    """Where a JWT carries tenancy: claim names, configurable per issuer."""
+
+    subject: str = "sub"
+    organization: str = "org_id"
+    project: str = "project_id"
+    roles: str = "roles"
+
+
+class JwtIssuerSpec(Strict):
+    """An OAuth2/OIDC issuer whose bearer JWTs the gateway accepts."""
+
+    issuer: str
+    audiences: Annotated[list[str], Field(min_length=1)]
+    jwks_url: str | None = None
+    jwks_file: str | None = None  # static keys (a JWKS JSON document) for air-gapped sites
+    algorithms: Annotated[list[str], Field(min_length=1)] = ["RS256", "ES256"]
+    leeway_s: Annotated[float, Field(ge=0, le=300)] = 30.0
+    jwks_cache_s: Annotated[float, Field(gt=0)] = 300.0
+    claims: ClaimMapping = ClaimMapping()
+
+    @model_validator(mode="after")
+    def _keys_and_algorithms(self) -> JwtIssuerSpec:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of 'jwks_url' or 'jwks_file'")
+        allowed = {
+            "RS256",
+            "RS384",
+            "RS512",
+            "PS256",
+            "PS384",
+            "PS512",
+            "ES256",
+            "ES384",
+            "ES512",
+            "EdDSA",
+        }
+        refused = [a for a in self.algorithms if a not in allowed]
+        if refused:
+            # 'none' and HMAC algorithms are refused: a shared secret is not an identity provider.
+            raise ValueError(f"algorithms not allowed: {', '.join(refused)}")
+        return self
+
+
+class AuthSpec(Strict):
+    # Serve /v1 without credentials (demos, trusted sidecars). Off by default.
+    allow_anonymous: bool = False
+    # Server pepper for API key hashes; default: env LOCKGATE_API_KEY_PEPPER, or
+    # in embedded mode a generated file in the data directory.
+    api_key_pepper: SecretRef | None = None
+    key_cache_ttl_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    jwt_issuers: list[JwtIssuerSpec] = []
+
+
+class DatabaseSpec(Strict):
+    # None: embedded SQLite file in server.data_dir. postgresql://… for scale-out.
+    url: str | None = None
+
+
+class RedisSpec(Strict):
+    # Shared state for scale-out (invalidation, limits). None: embedded mode.
+    url: str | None = None
+
+
+class GatewaySpec(Strict):
+    server: ServerSpec = ServerSpec()
+    database: DatabaseSpec = DatabaseSpec()
+    redis: RedisSpec = RedisSpec()
+    auth: AuthSpec = AuthSpec()
+    timeouts: Timeouts = Timeouts()
+    models: list[ModelSpec] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GatewaySpec:
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for name in (model.name, *model.aliases):
+                if name in seen:
+                    raise ValueError(
+                        f"model name or alias {name!r} is used by both {seen[name]!r} "
+                        f"and {model.name!r}"
+                    )
+                seen[name] = model.name
+        return self

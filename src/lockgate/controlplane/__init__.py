@@ -1,0 +1,1 @@
+"""The control plane: admin actions, the admin API and provisioning. Never on the request path."""

@@ -1,0 +1,68 @@
+"""Builds the admin FastAPI app and serves it on its own port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+from lockgate import __version__
+from lockgate.controlplane.actions import AdminActions
+from lockgate.controlplane.admin import routes_audit, routes_keys, routes_tenants
+from lockgate.controlplane.admin.auth import AdminAuthenticator
+from lockgate.controlplane.admin.deps import AdminServices
+from lockgate.controlplane.admin.errors import install_error_handlers
+from lockgate.dataplane.pipeline.authenticate import CredentialAuthenticator
+from lockgate.store.store import Store
+from lockgate.tenancy.jwt import JwtVerifier
+
+
+def create_admin_app(
+    store: Store,
+    actions: AdminActions,
+    keys: CredentialAuthenticator,
+    jwt: JwtVerifier | None,
+) -> FastAPI:
+    app = FastAPI(
+        title="Lockgate admin API",
+        version=__version__,
+        docs_url="/admin/docs",
+        openapi_url="/admin/openapi.json",
+        redoc_url=None,
+    )
+    app.state.services = AdminServices(store, actions, AdminAuthenticator(store, keys, jwt))
+    install_error_handlers(app)
+    app.include_router(routes_tenants.router, tags=["tenancy"])
+    app.include_router(routes_keys.router, tags=["api keys"])
+    app.include_router(routes_audit.router, tags=["audit"])
+    return app
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn that leaves signals alone: the worker's own handlers drain both planes."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class AdminServer:
+    """uvicorn inside the worker's own event loop, on a socket we bind."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.port: int = self._socket.getsockname()[1]
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = _EmbeddedUvicorn(config)
+
+    async def serve(self) -> None:
+        await self._server.serve(sockets=[self._socket])
+
+    def stop(self) -> None:
+        self._server.should_exit = True

@@ -1,0 +1,126 @@
+"""The operator commands' parsers: what an operator types, and nothing else.
+
+Every leaf records the command it names in ``args.operator`` ("keys.rotate"),
+which ``dispatch`` routes. Values are kept as typed (durations, CIDRs, times)
+and checked by ``inputs``, so a bad one is a one-line error with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lockgate.tenancy.model import Scope
+
+GROUPS = ("admin", "orgs", "projects", "keys", "audit")
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``admin``, ``orgs``, ``projects``, ``keys`` and ``audit`` commands."""
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        "-c",
+        help="the gateway's YAML config (as for serve; LOCKGATE_* overrides apply)",
+    )
+    common = argparse.ArgumentParser(add_help=False, parents=[config])
+    common.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    def leaf(
+        group: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        operator: str,
+        help_text: str,
+        *,
+        parent: argparse.ArgumentParser = common,
+    ) -> argparse.ArgumentParser:
+        parser = group.add_parser(name, help=help_text, parents=[parent])
+        parser.set_defaults(operator=operator)
+        return parser
+
+    def group(name: str, help_text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        parser = commands.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+
+    admin = group("admin", "deployment administration on this host")
+    bootstrap = leaf(admin, "bootstrap", "admin.bootstrap", "create the first superadmin key")
+    bootstrap.add_argument(
+        "--org", default="operators", help="organisation to create or reuse (default: operators)"
+    )
+    bootstrap.add_argument(
+        "--force", action="store_true", help="add another superadmin key even if one exists"
+    )
+
+    orgs = group("orgs", "organisations (tenants)")
+    leaf(orgs, "create", "orgs.create", "create an organisation").add_argument("name")
+    leaf(orgs, "list", "orgs.list", "list organisations")
+
+    projects = group("projects", "projects of an organisation")
+    create_project = leaf(projects, "create", "projects.create", "create a project")
+    _org(create_project)
+    create_project.add_argument("name")
+    _allow_models(create_project, "models the project may call (default: all)")
+    _org(leaf(projects, "list", "projects.list", "list an organisation's projects"))
+
+    keys = group("keys", "API keys")
+    create_key = leaf(keys, "create", "keys.create", "create an API key (printed once)")
+    _org(create_key)
+    create_key.add_argument("--project", required=True, help="project id or name")
+    create_key.add_argument("--name", required=True, help="what the key is for")
+    create_key.add_argument(
+        "--scope",
+        action="append",
+        choices=[s.value for s in Scope],
+        help="API surface the key may use; repeat for several (default: inference)",
+    )
+    _allow_models(create_key, "models the key may call (default: what the project allows)")
+    create_key.add_argument(
+        "--allow-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="network the key may be used from; repeat for several (default: anywhere)",
+    )
+    create_key.add_argument(
+        "--expires-in", metavar="DURATION", help="e.g. 30d, 12h (default: never)"
+    )
+    list_keys = leaf(keys, "list", "keys.list", "list keys (never their secrets)")
+    _org(list_keys)
+    list_keys.add_argument("--project", help="only this project (id or name)")
+    rotate = _key(leaf(keys, "rotate", "keys.rotate", "new secret for a key (printed once)"))
+    rotate.add_argument(
+        "--grace",
+        default="24h",
+        metavar="DURATION",
+        help="how long the old secret keeps working (default: 24h)",
+    )
+    _key(leaf(keys, "revoke", "keys.revoke", "revoke a key for good"))
+    _key(leaf(keys, "disable", "keys.disable", "disable a key until enabled again"))
+    _key(leaf(keys, "enable", "keys.enable", "enable a disabled key"))
+
+    audit = group("audit", "the tamper-evident audit log")
+    leaf(audit, "verify", "audit.verify", "check the whole hash chain")
+    export = leaf(
+        audit, "export", "audit.export", "write entries as JSON lines to stdout", parent=config
+    )
+    export.add_argument("--org", help="only this organisation's entries (id or name)")
+    export.add_argument("--since", metavar="TIME", help="ISO 8601; entries at or after it")
+
+
+def _org(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--org", required=True, help="organisation id or name")
+    return parser
+
+
+def _key(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("key_id", metavar="KEY_ID", help="the key id (as keys list shows it)")
+    return _org(parser)
+
+
+def _allow_models(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "--allow-model",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help=help_text + "; repeat for several",
+    )

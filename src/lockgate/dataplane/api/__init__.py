@@ -1,0 +1,1 @@
+"""HTTP edges of the data plane: parse and validate, then hand over to the pipeline."""

@@ -1,0 +1,151 @@
+"""The data-plane HTTP handler: a route table and one dispatch function.
+
+Built once per worker from the runtime config; owns the stages and the
+upstream pools. ``handle`` is what the HTTP server calls for every request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from lockgate.config import RuntimeConfig
+from lockgate.dataplane import pipeline
+from lockgate.dataplane.api.openai import (
+    models_list,
+    read_inference_request,
+    read_passthrough_request,
+)
+from lockgate.dataplane.context import RequestContext
+from lockgate.dataplane.pipeline import Stages
+from lockgate.dataplane.pipeline.admit import AdmitAll
+from lockgate.dataplane.pipeline.authenticate import AnonymousAuthenticator, Authenticator
+from lockgate.dataplane.pipeline.authorize import AllowAll, Authorizer
+from lockgate.dataplane.pipeline.forward import Forwarder
+from lockgate.dataplane.pipeline.route import RoundRobinRouter
+from lockgate.dataplane.pipeline.settle import Settler, UsageTotals
+from lockgate.dataplane.response_headers import error_headers, send_error
+from lockgate.dataplane.upstreams import Upstreams
+from lockgate.errors import (
+    ClientError,
+    EndpointNotFound,
+    GatewayError,
+    MethodNotAllowed,
+    RequestTooLarge,
+)
+from lockgate.http.server import Connection, HttpRequest
+from lockgate.operations import Operation
+
+_INFERENCE_ROUTES = {
+    "/v1/chat/completions": Operation.CHAT,
+    "/v1/completions": Operation.COMPLETIONS,
+    "/v1/embeddings": Operation.EMBEDDINGS,
+}
+_JSON = b"content-type: application/json\r\n"
+# A client-supplied request id is echoed only if it is short and plain.
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIds:
+    """Unique request ids without a syscall per request.
+
+    A random per-process prefix (unique across workers and restarts) plus a
+    counter: ids need to be unique, not secret.
+    """
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = 0
+
+    def next(self) -> str:
+        self._counter += 1
+        return "%s%012x" % (self._prefix, self._counter)  # noqa: UP031 - fastest form
+
+
+class DataPlane:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        settler: Settler | None = None,
+        authenticator: Authenticator | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        self.config = config
+        self.upstreams = Upstreams(config)
+        self.router = RoundRobinRouter(config)
+        self.settler: Settler = settler if settler is not None else UsageTotals()
+        self.stages = Stages(
+            authenticator=authenticator or AnonymousAuthenticator(),
+            authorizer=authorizer or AllowAll(),
+            admitter=AdmitAll(),
+            router=self.router,
+            forwarder=Forwarder(self.upstreams),
+            settler=self.settler,
+            max_response_bytes=config.server.max_response_bytes,
+        )
+        names = [name for m in config.models for name in (m.name, *m.aliases)]
+        self._models_body = models_list(names)
+        self.is_draining = False
+        self._request_ids = RequestIds()
+
+    async def handle(self, request: HttpRequest, conn: Connection) -> None:
+        header_id = request.headers.get(b"x-request-id")
+        if header_id is not None and _CLIENT_REQUEST_ID.match(header_id):
+            request_id = header_id.decode()
+        else:
+            request_id = self._request_ids.next()
+        path = request.path
+        operation = _INFERENCE_ROUTES.get(path)
+        if operation is None:
+            if path.startswith("/v1/") and self.router.serves_passthrough(path):
+                operation = Operation.PASSTHROUGH
+            else:
+                self._serve_static(request, conn, request_id)
+                return
+        if request.method != b"POST":
+            not_allowed = MethodNotAllowed(f"Use POST for {path}.", headers=((b"allow", b"POST"),))
+            send_error(conn, request_id, not_allowed)
+            return
+        ctx = RequestContext(request_id, request, operation, conn.loop.time())
+        ctx.client_ip = conn.client_ip
+        reader = (
+            read_passthrough_request
+            if operation is Operation.PASSTHROUGH
+            else read_inference_request
+        )
+        await pipeline.run(self.stages, ctx, conn, reader)
+
+    def _serve_static(self, request: HttpRequest, conn: Connection, request_id: str) -> None:
+        path = request.path
+        if path == "/v1/models" and request.method == b"GET":
+            conn.respond(
+                200, _JSON + b"x-request-id: %s\r\n" % request_id.encode(), self._models_body
+            )
+        elif path == "/healthz":
+            conn.respond(200, _JSON, b'{"status":"ok"}')
+        elif path == "/readyz":
+            if self.is_draining:
+                conn.respond(503, _JSON, b'{"status":"draining"}')
+            else:
+                conn.respond(200, _JSON, b'{"status":"ready"}')
+        else:
+            not_found = EndpointNotFound(f"Unknown endpoint {request.method.decode()} {path}.")
+            send_error(conn, request_id, not_found)
+
+    def close(self) -> None:
+        self.upstreams.close()
+
+
+def render_rejection(status: int, message: bytes) -> tuple[bytes, bytes]:
+    """Requests refused by the HTTP layer itself (400, 413, 431), in our error shape."""
+    error: GatewayError
+    if status == 413:
+        error = RequestTooLarge(
+            "The request body exceeds the configured limit (server.max_body_bytes)."
+        )
+    else:
+        error = ClientError(message.decode() + ".")
+    return error_headers("-", error), error.body()

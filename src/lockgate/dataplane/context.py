@@ -1,0 +1,67 @@
+"""The per-request state that flows through the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from typing import Any
+
+from lockgate.config import DeploymentTarget, ModelEntry
+from lockgate.errors import GatewayError
+from lockgate.http.server import HttpRequest
+from lockgate.operations import Operation
+from lockgate.usage import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as the authenticate stage established it.
+
+    ``allowed_models`` empty means "every model"; ``allowed_networks`` empty
+    means "from anywhere". Both are already the intersection of key and
+    project settings, so authorisation reads them without further lookups.
+    """
+
+    id: str  # "api_key:<id>", "jwt:<issuer>#<subject>", or "anonymous"
+    is_anonymous: bool = True
+    organization_id: str | None = None
+    project_id: str | None = None
+    can_invoke: bool = True
+    allowed_models: frozenset[str] = frozenset()
+    allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    # The model's tags must include all of these (ABAC).
+    required_model_tags: frozenset[tuple[str, str]] = frozenset()
+
+
+ANONYMOUS = Principal(id="anonymous")
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything known about one request; stages read and fill it in order.
+
+    Times are event-loop seconds (``loop.time()``); ``None`` means "not reached".
+    """
+
+    request_id: str
+    http: HttpRequest
+    operation: Operation
+    started_at: float
+    body: dict[str, Any] | None = None
+    model: ModelEntry | None = None
+    requested_model: str = ""
+    is_stream: bool = False
+    # True when the client asked for the usage chunk itself (stream_options.include_usage).
+    wants_usage_chunk: bool = False
+    principal: Principal = ANONYMOUS
+    deployment: DeploymentTarget | None = None
+    upstream_sent_at: float | None = None
+    upstream_first_byte_at: float | None = None
+    upstream_done_at: float | None = None
+    first_byte_to_client_at: float | None = None
+    finished_at: float | None = None
+    status: int = 0
+    usage: Usage | None = None
+    error: GatewayError | None = None
+    is_client_disconnected: bool = False
+    client_ip: str = ""

@@ -1,0 +1,146 @@
+"""Everything stateful a worker needs, built once at start-up and passed in.
+
+No module-level state anywhere: ``Services.start`` opens the store, the
+invalidation bus and the key cache for one worker process (after any fork),
+and ``close`` releases them in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lockgate.config import RuntimeConfig
+from lockgate.config.spec import SecretRef
+from lockgate.controlplane.actions import TOPIC_API_KEY, TOPIC_PROJECT, AdminActions
+from lockgate.dataplane.pipeline.authenticate import (
+    CredentialAuthenticator,
+)
+from lockgate.dataplane.pipeline.authorize import Authorizer, PolicyAuthorizer
+from lockgate.invalidation.build import build_bus
+from lockgate.invalidation.bus import InvalidationBus
+from lockgate.store.database import default_url
+from lockgate.store.errors import StoreError
+from lockgate.store.key_lookup import StoreKeyLookup
+from lockgate.store.store import Store
+from lockgate.tenancy.key_cache import KeyCache
+from lockgate.tenancy.keys import DEFAULT_PEPPER_ENV, load_pepper
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from lockgate.tenancy.jwt import JwtVerifier
+
+log = logging.getLogger("lockgate.services")
+
+_PEPPER_FILE = "api-key-pepper"
+
+
+def database_url(config: RuntimeConfig) -> str:
+    return config.database_url or default_url(config.server.data_dir)
+
+
+def is_embedded(config: RuntimeConfig) -> bool:
+    return config.database_url is None
+
+
+def ensure_data_dir(config: RuntimeConfig) -> None:
+    """The embedded database, pepper and local bus live here; create it at start-up."""
+    Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
+
+
+async def prepare_database(config: RuntimeConfig) -> None:
+    """Run migrations once, before workers start (safe if several replicas race)."""
+    from lockgate.store import migrate  # Alembic: only where migrations run
+
+    await migrate.upgrade(database_url(config))
+
+
+def prepare_database_in_child(config: RuntimeConfig) -> None:
+    """``prepare_database`` in a short-lived process, so this one never loads Alembic."""
+    done = subprocess.run(
+        [sys.executable, "-m", "lockgate.store.migrate"],
+        input=database_url(config),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise StoreError(
+            done.stderr.strip().splitlines()[-1] if done.stderr else "migration failed"
+        )
+
+
+def resolve_pepper(config: RuntimeConfig) -> bytes:
+    """The API key pepper: configured, from the environment, or (embedded) a local file.
+
+    Scale-out replicas must share one pepper, so there it has to be configured.
+    """
+    if config.auth.api_key_pepper is not None or os.environ.get(DEFAULT_PEPPER_ENV):
+        return load_pepper(config.auth.api_key_pepper)
+    if not is_embedded(config):
+        raise ValueError(
+            f"set {DEFAULT_PEPPER_ENV} (or auth.api_key_pepper): every replica sharing "
+            "the database must hash API keys with the same pepper"
+        )
+    path = Path(config.server.data_dir) / _PEPPER_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("hex:" + secrets.token_hex(32) + "\n")
+        log.info("generated an API key pepper in %s (keep it with the database)", path)
+    return load_pepper(SecretRef(file=str(path)))
+
+
+@dataclass
+class Services:
+    store: Store
+    bus: InvalidationBus
+    key_cache: KeyCache
+    pepper: bytes
+    authenticator: CredentialAuthenticator
+    authorizer: Authorizer
+    actions: AdminActions
+    jwt: JwtVerifier | None
+
+    @classmethod
+    async def start(cls, config: RuntimeConfig) -> Services:
+        store = await Store.open(database_url(config))
+        try:
+            bus = build_bus(config.redis_url, config.database_url, config.server.data_dir)
+            cache = KeyCache(StoreKeyLookup(store), ttl_s=config.auth.key_cache_ttl_s)
+            bus.subscribe(TOPIC_API_KEY, cache.invalidate)
+            bus.subscribe(TOPIC_PROJECT, cache.invalidate_project)
+            bus.on_reconnect(cache.clear)
+            await bus.start()
+        except BaseException:
+            await store.close()
+            raise
+        pepper = resolve_pepper(config)
+        jwt: JwtVerifier | None = None
+        if config.auth.jwt_issuers:  # PyJWT and its crypto: only for deployments that use them
+            from lockgate.tenancy.jwt import JwtVerifier
+
+            jwt = JwtVerifier(config.auth.jwt_issuers)
+        authenticator = CredentialAuthenticator(
+            cache, pepper, jwt, allow_anonymous=config.auth.allow_anonymous
+        )
+        actions = AdminActions(store, bus, pepper)
+        return cls(store, bus, cache, pepper, authenticator, PolicyAuthorizer(), actions, jwt)
+
+    def admin_app(self) -> FastAPI:
+        # Imported here: the admin framework costs every CLI command ~0.3 s otherwise.
+        from lockgate.controlplane.admin import create_admin_app
+
+        return create_admin_app(self.store, self.actions, self.authenticator, self.jwt)
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.store.close()

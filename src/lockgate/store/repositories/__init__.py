@@ -1,0 +1,22 @@
+"""One small module per kind of record; each repository runs its statements in the
+``Connector`` it was given (its own transaction, or the caller's)."""
+
+from lockgate.store.repositories.api_keys import ApiKeys
+from lockgate.store.repositories.audit import AuditLog
+from lockgate.store.repositories.organizations import Organizations
+from lockgate.store.repositories.principals import ServiceAccounts, Users
+from lockgate.store.repositories.projects import Projects
+from lockgate.store.repositories.role_bindings import RoleBindings
+from lockgate.store.repositories.upstream_secrets import UpstreamSecret, UpstreamSecrets
+
+__all__ = [
+    "ApiKeys",
+    "AuditLog",
+    "Organizations",
+    "Projects",
+    "RoleBindings",
+    "ServiceAccounts",
+    "UpstreamSecret",
+    "UpstreamSecrets",
+    "Users",
+]

@@ -1,0 +1,86 @@
+"""Real databases for tests: a fresh PostgreSQL database per use, dropped afterwards.
+
+Tests never assume an empty server: each gets a database of its own, named
+``lockgate_test_<random>``. If PostgreSQL is down, the local cluster is started
+once (as on a fresh CI machine); otherwise the test fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+ADMIN_DSN = os.environ.get(
+    "LOCKGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def reachable(dsn: str) -> bool:
+    url = make_url(dsn)
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+_START_ATTEMPTED: list[bool] = []
+
+
+def postgres_admin_dsn() -> str:
+    """The admin DSN once PostgreSQL answers; tries to start the local cluster once."""
+    if reachable(ADMIN_DSN):
+        return ADMIN_DSN
+    if _START_ATTEMPTED:
+        pytest.fail("PostgreSQL is not reachable (see the first failure)", pytrace=False)
+    _START_ATTEMPTED.append(True)
+    clusters = sorted(os.listdir("/etc/postgresql")) if Path("/etc/postgresql").is_dir() else []
+    if clusters:
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", clusters[-1], "main", "start"],
+            check=False,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if reachable(ADMIN_DSN):
+                return ADMIN_DSN
+            time.sleep(0.2)
+    pytest.fail(
+        f"PostgreSQL is not reachable at {make_url(ADMIN_DSN).render_as_string()} and could "
+        "not be started (pg_ctlcluster). The store tests need it: start PostgreSQL or set "
+        "LOCKGATE_TEST_POSTGRES to an admin DSN.",
+        pytrace=False,
+    )
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_database(admin_dsn: str) -> str:
+    name = f"lockgate_test_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(admin_dsn).set(database=name).render_as_string(hide_password=False)
