@@ -225,13 +225,15 @@ def _supervise(config: RuntimeConfig, workers: int) -> int:
         process = context.Process(
             target=_worker, args=(config, index, ready), name=f"lockgate-{index}"
         )
-        # Children must not run the parent's handler before installing their own.
+        # Children must not run the parent's handler before installing their own, and
+        # the parent's handler must see every forked worker: a SIGTERM landing between
+        # the fork and the bookkeeping would otherwise never reach that worker.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
             process.start()
+            processes[index] = (process, ready)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        processes[index] = (process, ready)
 
     def stop_all(signum: int) -> None:
         for process, _ in processes.values():
