@@ -1,0 +1,1 @@
+"""Admission control: rate limits, token quotas, concurrency and spend budgets."""
