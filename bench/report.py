@@ -26,6 +26,8 @@ MIN_RPS_VS_NGINX = 0.5
 MAX_ADDED_P50_MS = 1.0
 MIN_STREAMS_VS_NGINX = 0.5
 MIN_RPS_WITH_AUTH = 0.95
+MIN_RPS_WITH_LOCAL_LIMITS = 0.90
+MIN_RPS_WITH_REDIS_LIMITS = 0.60
 MAX_IDLE_RSS_MIB = 100.0
 NOISY_PCT = 10.0  # foreign CPU use (% of one CPU) above which a row is flagged
 
@@ -187,6 +189,20 @@ def checks(results: Results) -> list[Check]:
             baseline="lockgate",
         )
     )
+    for subject, floor, what in (
+        ("lockgate-limits", MIN_RPS_WITH_LOCAL_LIMITS, "in-process"),
+        ("lockgate-redis", MIN_RPS_WITH_REDIS_LIMITS, "Redis"),
+    ):
+        out.append(
+            _ratio_check(
+                results,
+                "nonstream",
+                f"admission with {what} limits keeps >= {floor:.0%} of lockgate-auth's req/s",
+                floor,
+                subject=subject,
+                baseline="lockgate-auth",
+            )
+        )
     out.append(_added_p50_check(results))
     out.append(_idle_check(results))
     return out

@@ -7,6 +7,7 @@ run's temp dir, and is ready only once its health URL answers 200.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ from bench.proc import BenchError, Child, Pinning, free_port, running, spawn, wa
 from bench.provision import provision_key
 
 HOST = "127.0.0.1"
-TARGETS = ("direct", "nginx", "lockgate", "lockgate-auth")
+TARGETS = ("direct", "nginx", "lockgate", "lockgate-auth", "lockgate-limits", "lockgate-redis")
+# Redis for the lockgate-redis target (a throwaway key prefix per run).
+BENCH_REDIS_URL = os.environ.get("LOCKGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODEL = "bench-model"
 # How the simulator is started; a module constant so a stand-in can be swapped in.
 SIM_COMMAND: tuple[str, ...] = (sys.executable, "-m", "lockgate", "sim")
@@ -84,9 +87,8 @@ def target(name: str, tmp: Path, pin: Pinning, sim: Sim, workers: int) -> Iterat
     if name == "nginx":
         child = _start_nginx(tmp, port, sim.port, pin)
         health = f"http://{HOST}:{port}/health"  # proxied to the simulator: proves the hop
-    elif name in ("lockgate", "lockgate-auth"):
-        auth = name == "lockgate-auth"
-        child, headers = _start_lockgate(tmp, port, sim.port, pin, workers, auth=auth)
+    elif name.startswith("lockgate"):
+        child, headers = _start_lockgate(tmp, port, sim.port, pin, workers, variant=name)
         health = f"http://{HOST}:{port}/healthz"
     else:
         raise BenchError(f"unknown target {name!r}; choose from {', '.join(TARGETS)}")
@@ -148,39 +150,49 @@ def _start_nginx(tmp: Path, port: int, upstream_port: int, pin: Pinning) -> Chil
 
 
 def lockgate_config(
-    tmp: Path, port: int, upstream_port: int, workers: int, *, auth: bool = False
+    tmp: Path, port: int, upstream_port: int, workers: int, *, variant: str = "lockgate"
 ) -> str:
     """The gateway's config: one model, one deployment pointing at the simulator.
 
-    Without ``auth`` it serves anonymously (the foundation's figure); with it,
-    every request must carry an API key, checked as in production.
+    ``lockgate`` serves anonymously (the foundation's figure); ``lockgate-auth``
+    checks an API key on every request, as in production; ``lockgate-limits``
+    adds request and token limits (never reached) decided in process, and
+    ``lockgate-redis`` the same limits decided in Redis, one round trip each.
     """
-    data_dir = tmp / ("lockgate-auth-data" if auth else "lockgate-data")
+    auth = variant != "lockgate"
+    limited = variant in ("lockgate-limits", "lockgate-redis")
+    redis = f"redis:\n  url: {BENCH_REDIS_URL}\n  key_prefix: 'lgbench-{port}:'\n"
+    limits = "    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000}\n"
     return f"""\
 server:
   host: {HOST}
   port: {port}
   workers: {workers}
   log_level: warning
-  data_dir: {data_dir}
+  data_dir: {tmp / (variant + "-data")}
 auth:
   allow_anonymous: {"false" if auth else "true"}
+{redis if variant == "lockgate-redis" else ""}admission:
+  # Several workers need Redis for exact limits; without it, measure without them.
+  enabled: {"true" if workers == 1 or variant == "lockgate-redis" else "false"}
 models:
   - name: {MODEL}
-    deployments:
+{limits if limited else ""}    deployments:
       - name: sim-1
         base_url: http://{HOST}:{upstream_port}/v1
 """
 
 
 def _start_lockgate(
-    tmp: Path, port: int, upstream_port: int, pin: Pinning, workers: int, *, auth: bool
+    tmp: Path, port: int, upstream_port: int, pin: Pinning, workers: int, *, variant: str
 ) -> tuple[Child, tuple[tuple[str, str], ...]]:
-    label = "lockgate-auth" if auth else "lockgate"
+    if variant not in TARGETS:
+        raise BenchError(f"unknown target {variant!r}; choose from {', '.join(TARGETS)}")
+    label = variant
     conf = tmp / f"{label}.yaml"
-    conf.write_text(lockgate_config(tmp, port, upstream_port, workers, auth=auth))
+    conf.write_text(lockgate_config(tmp, port, upstream_port, workers, variant=variant))
     headers: tuple[tuple[str, str], ...] = ()
-    if auth:
+    if variant != "lockgate":
         headers = (("Authorization", f"Bearer {provision_key(conf)}"),)
     argv = [sys.executable, "-m", "lockgate", "serve", "--config", str(conf)]
     return spawn(label, [*argv, "--workers", str(workers)], tmp, pin.sut), headers

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from lockgate.controlplane import commands as operator_commands
 
-    operator_commands.add_parsers(commands)  # admin, orgs, projects, keys, audit
+    operator_commands.add_parsers(commands)  # admin, orgs, projects, keys, users, audit
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

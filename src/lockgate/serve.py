@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from lockgate.config import RuntimeConfig
 from lockgate.dataplane.app import DataPlane, render_rejection
+from lockgate.dataplane.pipeline.admit import Admitter
 from lockgate.dataplane.pipeline.authenticate import Authenticator
 from lockgate.dataplane.pipeline.authorize import Authorizer
 from lockgate.dataplane.pipeline.settle import Settler
@@ -64,10 +65,15 @@ class Gateway:
         settler: Settler | None = None,
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
+        admitter: Admitter | None = None,
     ) -> None:
         self.config = config
         self.dataplane = DataPlane(
-            config, settler=settler, authenticator=authenticator, authorizer=authorizer
+            config,
+            settler=settler,
+            authenticator=authenticator,
+            authorizer=authorizer,
+            admitter=admitter,
         )
         self.server = HttpServer(
             self.dataplane.handle,
@@ -119,7 +125,10 @@ async def run_gateway(
             admin = AdminServer(services.admin_app(), config.server.host, config.server.admin_port)
             admin_task = loop.create_task(admin.serve())
         gateway = Gateway(
-            config, authenticator=services.authenticator, authorizer=services.authorizer
+            config,
+            authenticator=services.authenticator,
+            authorizer=services.authorizer,
+            admitter=services.admitter,
         )
         port = await gateway.start(reuse_port=reuse_port)
         # Everything built so far lives as long as the process: move it out of the
@@ -148,6 +157,7 @@ def prepare(config: RuntimeConfig, *, in_child: bool = False) -> None:
     serving processes never load Alembic). Raises ValueError or StoreError with
     a message for the operator.
     """
+    check_exact_limits(config)
     ensure_data_dir(config)
     resolve_pepper(config)  # before migrating: a misconfigured replica changes nothing
     if in_child:
@@ -155,6 +165,21 @@ def prepare(config: RuntimeConfig, *, in_child: bool = False) -> None:
         return
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(prepare_database(config))
+
+
+def check_exact_limits(config: RuntimeConfig) -> None:
+    """Several workers count limits exactly only through a shared limiter (Redis).
+
+    Per-worker counters would each admit the whole limit, so N workers would let
+    N times the limit through: refuse that rather than enforce it wrongly.
+    """
+    if config.server.workers > 1 and config.admission.enabled and config.redis_url is None:
+        raise ValueError(
+            f"server.workers is {config.server.workers} but there is no redis.url: rate "
+            "limits, quotas and budgets are exact across worker processes only when they "
+            "share Redis. Set redis.url (LOCKGATE_REDIS_URL), run one worker, or set "
+            "admission.enabled: false to run several workers without admission control."
+        )
 
 
 def _print_ready(config: RuntimeConfig, workers: int) -> Callable[[int], None]:

@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lockgate.admission.admitter import LimitAdmitter
+from lockgate.admission.limiter import Limiter
+from lockgate.admission.local import LocalLimiter
 from lockgate.config import RuntimeConfig
 from lockgate.config.spec import SecretRef
-from lockgate.controlplane.actions import TOPIC_API_KEY, TOPIC_PROJECT, AdminActions
+from lockgate.controlplane.actions import (
+    TOPIC_API_KEY,
+    TOPIC_ORGANIZATION,
+    TOPIC_PROJECT,
+    AdminActions,
+)
+from lockgate.dataplane.pipeline.admit import AdmitAll, Admitter
 from lockgate.dataplane.pipeline.authenticate import (
     CredentialAuthenticator,
 )
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from lockgate.tenancy.jwt import JwtVerifier
+    from lockgate.tenancy.secretbox import Keyring
 
 log = logging.getLogger("lockgate.services")
 
@@ -99,6 +109,21 @@ def resolve_pepper(config: RuntimeConfig) -> bytes:
     return load_pepper(SecretRef(file=str(path)))
 
 
+# secretbox.DEFAULT_ENV, named here so deployments without it never load AES-GCM.
+_MASTER_KEYS_ENV = "LOCKGATE_MASTER_KEYS"
+
+
+def load_keyring() -> Keyring | None:
+    """The master keys encrypting secrets at rest (upstream credentials, idempotent
+    replays), or None when ``LOCKGATE_MASTER_KEYS`` is unset. Raises ``KeyringError``
+    (a ``ValueError``) for a malformed value, so a bad key stops start-up."""
+    if not os.environ.get(_MASTER_KEYS_ENV, "").strip():
+        return None
+    from lockgate.tenancy.secretbox import Keyring
+
+    return Keyring.from_env(_MASTER_KEYS_ENV)
+
+
 @dataclass
 class Services:
     store: Store
@@ -109,15 +134,18 @@ class Services:
     authorizer: Authorizer
     actions: AdminActions
     jwt: JwtVerifier | None
+    admitter: Admitter
 
     @classmethod
     async def start(cls, config: RuntimeConfig) -> Services:
+        keyring = load_keyring()
         store = await Store.open(database_url(config))
         try:
             bus = build_bus(config.redis_url, config.database_url, config.server.data_dir)
             cache = KeyCache(StoreKeyLookup(store), ttl_s=config.auth.key_cache_ttl_s)
             bus.subscribe(TOPIC_API_KEY, cache.invalidate)
             bus.subscribe(TOPIC_PROJECT, cache.invalidate_project)
+            bus.subscribe(TOPIC_ORGANIZATION, cache.invalidate_organization)
             bus.on_reconnect(cache.clear)
             await bus.start()
         except BaseException:
@@ -132,8 +160,11 @@ class Services:
         authenticator = CredentialAuthenticator(
             cache, pepper, jwt, allow_anonymous=config.auth.allow_anonymous
         )
-        actions = AdminActions(store, bus, pepper)
-        return cls(store, bus, cache, pepper, authenticator, PolicyAuthorizer(), actions, jwt)
+        actions = AdminActions(store, bus, pepper, keyring)
+        admitter = build_admitter(config)
+        return cls(
+            store, bus, cache, pepper, authenticator, PolicyAuthorizer(), actions, jwt, admitter
+        )
 
     def admin_app(self) -> FastAPI:
         # Imported here: the admin framework costs every CLI command ~0.3 s otherwise.
@@ -142,5 +173,25 @@ class Services:
         return create_admin_app(self.store, self.actions, self.authenticator, self.jwt)
 
     async def close(self) -> None:
+        if isinstance(self.admitter, LimitAdmitter):
+            await self.admitter.close()
         await self.bus.close()
         await self.store.close()
+
+
+def build_admitter(config: RuntimeConfig) -> Admitter:
+    """Limits in Redis when replicas share it (exact across them), else in process."""
+    if not config.admission.enabled:
+        return AdmitAll()
+    limiter: Limiter
+    if config.redis_url is not None:
+        from lockgate.admission.redis_limiter import RedisLimiter
+
+        limiter = RedisLimiter(
+            config.redis_url,
+            namespace=f"{config.redis_key_prefix}limits:",
+            timeout_s=config.admission.backend_timeout_ms / 1000,
+        )
+    else:
+        limiter = LocalLimiter()
+    return LimitAdmitter(limiter, config.admission)

@@ -224,7 +224,7 @@ async def test_project_model_changes_reach_cached_keys_at_once(admin: Admin) -> 
     async with admin.client(t["a_admin"]) as client:
         made = (await client.post(f"{base}/projects/{t['pa']}/api_keys", json={"name": "x"})).json()
         key_id, secret = made["id"], made["key"].split("_")[2]
-        assert (await authenticator.check_api_key(key_id, secret)).project_allowed_models == ()
+        assert (await authenticator.check_api_key(key_id, secret)).project.allowed_models == ()
         patched = await client.patch(
             f"{base}/projects/{t['pa']}", json={"allowed_models": ["small-model"]}
         )
@@ -232,7 +232,7 @@ async def test_project_model_changes_reach_cached_keys_at_once(admin: Admin) -> 
         assert patched.json()["allowed_models"] == ["small-model"]
         assert patched.json()["name"] == "a-main"
     grant = await authenticator.check_api_key(key_id, secret)
-    assert grant.project_allowed_models == ("small-model",)
+    assert grant.project.allowed_models == ("small-model",)
 
 
 async def test_role_bindings_can_be_listed_and_revoked_without_escalation(admin: Admin) -> None:

@@ -21,6 +21,7 @@ from lockgate.tenancy.key_cache import KeyCache, KeyGrant
 from lockgate.tenancy.keys import generate_key, hash_secret
 from lockgate.tenancy.model import ApiKeyRecord, KeyStatus, Scope
 from tests.support import RunningGateway, gateway_spec, raw_request, running_gateway, sim_model
+from tests.tenancy.grants import grant_for
 
 PEPPER = secrets.token_bytes(32)
 CHAT = b'{"model":"sim-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":3}'
@@ -37,7 +38,13 @@ class MemoryKeys:
         self.loads += 1
         return self.grants.get(key_id)
 
-    def add(self, project_models: tuple[str, ...] = (), **fields: object) -> str:
+    def add(
+        self,
+        project_models: tuple[str, ...] = (),
+        organization_models: tuple[str, ...] = (),
+        service_account_disabled: bool = False,
+        **fields: object,
+    ) -> str:
         key_id, full, secret = generate_key()
         record = ApiKeyRecord(
             id=key_id,
@@ -51,7 +58,12 @@ class MemoryKeys:
             created_at=datetime.now(UTC),
         )
         record = dataclasses.replace(record, **fields)  # type: ignore[arg-type]
-        self.grants[key_id] = KeyGrant(record, project_models)
+        self.grants[key_id] = grant_for(
+            record,
+            project_models=project_models,
+            organization_models=organization_models,
+            service_account_disabled=service_account_disabled,
+        )
         return full
 
 
@@ -155,6 +167,40 @@ async def test_project_allow_list_caps_the_key(gw: RunningGateway, keys: MemoryK
     assert (await call(gw, key))[0] == 403
 
 
+OTHER = b'{"model":"other","messages":[{"role":"user","content":"hi"}],"max_tokens":3}'
+
+
+@pytest.mark.parametrize(
+    ("lists", "chat", "other"),
+    [
+        ({"organization_models": ("other",)}, 403, 200),  # the ceiling alone restricts
+        ({"organization_models": ("other",), "allowed_models": ("sim-chat", "other")}, 403, 200),
+        ({"organization_models": ("sim-chat", "other"), "project_models": ("other",)}, 403, 200),
+        ({"organization_models": ("sim-chat",), "project_models": ("other",)}, 403, 403),
+        ({"organization_models": ("sim-chat", "other")}, 200, 200),
+    ],
+)
+async def test_organization_ceiling_intersects_project_and_key(
+    gw: RunningGateway, keys: MemoryKeys, lists: dict[str, tuple[str, ...]], chat: int, other: int
+) -> None:
+    key = keys.add(**lists)  # type: ignore[arg-type]
+    assert (await call(gw, key))[0] == chat
+    assert (await call(gw, key, OTHER))[0] == other
+
+
+async def test_keys_of_a_disabled_service_account_are_refused(
+    gw: RunningGateway, keys: MemoryKeys
+) -> None:
+    status, headers, body = await call(gw, keys.add(service_account_disabled=True))
+    assert status == 401
+    assert headers["x-lockgate-error-code"] == "api_key_disabled"
+    assert b"service account is disabled" in body
+    # Without the secret nothing is told: the refusal needs the right key first.
+    key = keys.add(service_account_disabled=True)
+    status, headers, _ = await call(gw, key[:-4] + "aaaa")
+    assert headers["x-lockgate-error-code"] == "invalid_api_key"
+
+
 async def test_key_without_inference_scope_is_403(gw: RunningGateway, keys: MemoryKeys) -> None:
     status, headers, _ = await call(gw, keys.add(scopes=(Scope.ADMIN,)))
     assert status == 403
@@ -182,12 +228,12 @@ async def test_rotated_key_old_secret_works_in_grace_then_stops(
         previous_secret_hash=current.secret_hash,
         previous_expires_at=datetime.now(UTC) + timedelta(minutes=5),
     )
-    keys.grants[key_id] = KeyGrant(rotated, ())
+    keys.grants[key_id] = grant_for(rotated)
     cache.invalidate(key_id)  # what the invalidation bus does on every replica
     assert (await call(gw, new))[0] == 200
     assert (await call(gw, old))[0] == 200  # grace period
-    keys.grants[key_id] = KeyGrant(
-        dataclasses.replace(rotated, previous_expires_at=datetime.now(UTC)), ()
+    keys.grants[key_id] = grant_for(
+        dataclasses.replace(rotated, previous_expires_at=datetime.now(UTC))
     )
     cache.invalidate(key_id)
     assert (await call(gw, old))[0] == 401

@@ -44,6 +44,8 @@ server:
   data_dir: {path.parent / "data"}
 auth:
   allow_anonymous: true
+admission:
+  enabled: false
 models:
   - name: sim-chat
     deployments:
@@ -243,6 +245,21 @@ async def test_workers_that_cannot_start_make_serve_fail_instead_of_restarting_f
             stderr = (await process.stderr.read()).decode()
             assert code != 0
             assert "address already in use" in stderr
+
+
+async def test_several_workers_without_redis_refuse_to_start_when_limits_are_on(
+    tmp_path: Path,
+) -> None:
+    """Per-worker counters would admit N times every limit: serve says so and exits."""
+    config = write_config(tmp_path / "lockgate.yaml", free_port(), "http://127.0.0.1:9/v1")
+    config.write_text(config.read_text().replace("  enabled: false\n", "  enabled: true\n"))
+    async with lockgate_serve(config) as process:
+        code = await asyncio.wait_for(process.wait(), 10)
+        assert process.stderr is not None
+        stderr = (await process.stderr.read()).decode()
+    assert code != 0
+    assert "there is no redis.url" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_config_validate_accepts_a_good_file(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ TABLES = {
     "alembic_version",
     "api_keys",
     "audit_log",
+    "idempotency_records",
     "organizations",
     "projects",
     "role_bindings",

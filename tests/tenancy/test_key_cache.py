@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 
 from lockgate.tenancy.key_cache import AuthBackendBusy, KeyCache, KeyGrant, Miss
 from lockgate.tenancy.model import ApiKeyRecord, KeyStatus, Scope
+from tests.tenancy.grants import grant_for
 
 
 def grant(key_id: str, status: KeyStatus = KeyStatus.ACTIVE, project: str = "p") -> KeyGrant:
@@ -16,7 +18,7 @@ def grant(key_id: str, status: KeyStatus = KeyStatus.ACTIVE, project: str = "p")
         id=key_id, organization_id="o", project_id=project, name="k", secret_hash=b"h",
         status=status, scopes=(Scope.INFERENCE,), allowed_models=(), created_at=datetime.now(UTC),
     )  # fmt: skip
-    return KeyGrant(record, ())
+    return grant_for(record)
 
 
 class SlowLookup:
@@ -125,6 +127,23 @@ async def test_project_invalidation_and_clear() -> None:
     assert len(cache) == 1
     cache.clear()
     assert len(cache) == 0
+
+
+async def test_organization_invalidation_drops_every_key_of_the_organization() -> None:
+    lookup = SlowLookup()
+    lookup.rows.update(a=grant("a", project="p1"), b=grant("b", project="p2"))
+    other = grant("c")
+    lookup.rows["c"] = grant_for(dataclasses.replace(other.key, organization_id="o2"))
+    cache = KeyCache(lookup)
+    for key_id in "abc":
+        await cache.get(key_id)
+    loads = lookup.loads
+    cache.invalidate_organization("o")
+    assert len(cache) == 1
+    await cache.get("c")
+    assert lookup.loads == loads  # the other organisation's key is still cached
+    await cache.get("a")
+    assert lookup.loads == loads + 1
 
 
 async def test_bounded_size_evicts_least_recently_used() -> None:

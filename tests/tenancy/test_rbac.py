@@ -12,8 +12,8 @@ P = Permission
 
 # (role bound org-wide in ORG) -> permissions it must have on PROJ in ORG; all others denied.
 EXPECTED: dict[Role, set[Permission]] = {
-    Role.ORG_OWNER: set(Permission) - {P.ORG_CREATE},
-    Role.ORG_ADMIN: set(Permission) - {P.ORG_CREATE, P.ORG_DELETE},
+    Role.ORG_OWNER: set(Permission) - {P.ORG_CREATE, P.ORG_POLICY},
+    Role.ORG_ADMIN: set(Permission) - {P.ORG_CREATE, P.ORG_POLICY, P.ORG_DELETE},
     Role.PROJECT_ADMIN: {
         P.PROJECT_READ, P.PROJECT_UPDATE, P.MEMBER_READ, P.MEMBER_MANAGE, P.KEY_READ,
         P.KEY_MANAGE, P.USAGE_READ, P.MODEL_INVOKE,
@@ -53,6 +53,19 @@ def test_only_superadmin_acts_deployment_wide() -> None:
     assert is_allowed([Grant(Role.SUPERADMIN, None)], P.AUDIT_READ, organization_id=OTHER_ORG)
     for role in EXPECTED:
         assert not is_allowed([Grant(role, ORG)], P.ORG_CREATE, organization_id=None)
+
+
+def test_tenants_cannot_raise_their_own_ceiling_or_limits() -> None:
+    """Org policy is the deployment's quota for a tenant; project policy is the org's
+    quota for a project: neither is set by those it limits."""
+    for role in EXPECTED:
+        assert not is_allowed([Grant(role, ORG)], P.ORG_POLICY, organization_id=ORG)
+    assert is_allowed([Grant(Role.SUPERADMIN, None)], P.ORG_POLICY, organization_id=ORG)
+    project_admin = [Grant(Role.PROJECT_ADMIN, ORG, PROJ)]
+    assert is_allowed(project_admin, P.PROJECT_UPDATE, organization_id=ORG, project_id=PROJ)
+    assert not is_allowed(project_admin, P.PROJECT_POLICY, organization_id=ORG, project_id=PROJ)
+    org_admin = [Grant(Role.ORG_ADMIN, ORG)]
+    assert is_allowed(org_admin, P.PROJECT_POLICY, organization_id=ORG, project_id=PROJ)
 
 
 def test_no_grants_no_access() -> None:

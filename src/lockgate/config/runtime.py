@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from lockgate.admission.spec import NO_LIMITS, LimitSpec
 from lockgate.config.loader import ConfigError
-from lockgate.config.spec import AuthSpec, GatewaySpec, SecretRef, ServerSpec, Timeouts
+from lockgate.config.spec import (
+    AdmissionSpec,
+    AuthSpec,
+    GatewaySpec,
+    Pricing,
+    SecretRef,
+    ServerSpec,
+    Timeouts,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,7 @@ class DeploymentTarget:
     passthrough: frozenset[str]
     forward_headers: frozenset[bytes]
     forward_header_prefixes: tuple[bytes, ...]
+    capacity: int | None = None
 
     @property
     def origin_key(self) -> tuple[str, str, int]:
@@ -48,6 +58,16 @@ class ModelEntry:
     aliases: tuple[str, ...]
     deployments: tuple[DeploymentTarget, ...]
     tags: frozenset[tuple[str, str]] = frozenset()
+    limits: LimitSpec = NO_LIMITS
+    pricing: Pricing | None = None
+
+    @property
+    def capacity(self) -> int | None:
+        """Requests the model's deployments serve at once, if every one declares it."""
+        capacities = [d.capacity for d in self.deployments]
+        if not capacities or any(c is None for c in capacities):
+            return None
+        return sum(c for c in capacities if c is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +79,8 @@ class RuntimeConfig:
     auth: AuthSpec = field(default_factory=AuthSpec)
     database_url: str | None = None  # None: embedded SQLite in server.data_dir
     redis_url: str | None = None
+    redis_key_prefix: str = "lockgate:"
+    admission: AdmissionSpec = field(default_factory=AdmissionSpec)
 
 
 def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
@@ -94,11 +116,17 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
                     passthrough=frozenset(dep.passthrough),
                     forward_headers=exact,
                     forward_header_prefixes=prefixes,
+                    capacity=dep.capacity,
                 )
             )
         models.append(
             ModelEntry(
-                model.name, tuple(model.aliases), tuple(targets), frozenset(model.tags.items())
+                model.name,
+                tuple(model.aliases),
+                tuple(targets),
+                frozenset(model.tags.items()),
+                limits=model.limits,
+                pricing=model.pricing,
             )
         )
     if problems:
@@ -111,6 +139,8 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
         auth=spec.auth,
         database_url=spec.database.url,
         redis_url=spec.redis.url,
+        redis_key_prefix=spec.redis.key_prefix,
+        admission=spec.admission,
     )
 
 

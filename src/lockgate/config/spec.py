@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from ipaddress import ip_network
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from lockgate.admission.spec import NO_LIMITS, FailurePolicy, LimitSpec
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _HEADER_PATTERN = re.compile(r"^[a-z0-9-]+\*?$")
@@ -43,6 +47,9 @@ class DeploymentSpec(Strict):
     timeouts: Timeouts | None = None
     passthrough: list[Annotated[str, Field(pattern=r"^/v1/[A-Za-z0-9._/-]+$")]] = []
     forward_headers: list[str] = []
+    # Requests this replica serves at once. When every deployment of a model sets it,
+    # requests beyond the total wait in the admission queue instead of piling on.
+    capacity: Annotated[int, Field(ge=1)] | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -63,12 +70,22 @@ class DeploymentSpec(Strict):
         return lowered
 
 
+class Pricing(Strict):
+    """Prices per million tokens, for spend limits (the metering ledger has its own catalogue)."""
+
+    input_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+    output_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+
+
 class ModelSpec(Strict):
     name: Annotated[str, Field(pattern=_NAME)]
     aliases: list[Annotated[str, Field(pattern=_NAME)]] = []
     # Attributes for access conditions, e.g. {classification: unclassified, region: eu}.
     tags: dict[str, str] = {}
     timeouts: Timeouts | None = None
+    # Limits on the model as a whole, shared by every caller.
+    limits: LimitSpec = NO_LIMITS
+    pricing: Pricing | None = None
     deployments: Annotated[list[DeploymentSpec], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -163,6 +180,58 @@ class DatabaseSpec(Strict):
 class RedisSpec(Strict):
     # Shared state for scale-out (invalidation, limits). None: embedded mode.
     url: str | None = None
+    # Prefix of every key Lockgate writes, so several gateways (or tests) can share a server.
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] = "lockgate:"
+
+
+class ScopeDefaults(Strict):
+    """Limits for records that set none of their own (field by field)."""
+
+    key: LimitSpec = NO_LIMITS
+    project: LimitSpec = NO_LIMITS
+    organization: LimitSpec = NO_LIMITS
+
+
+class BlockList(Strict):
+    """Refused before any limit is consulted (abuse prevention)."""
+
+    key_ids: list[str] = []
+    project_ids: list[str] = []
+    organization_ids: list[str] = []
+    cidrs: list[str] = []
+
+    @field_validator("cidrs")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not an IP network: {exc}") from None
+        return value
+
+
+class QueueSpec(Strict):
+    """The wait in front of a saturated model (deployments with ``capacity``)."""
+
+    max_queue: Annotated[int, Field(ge=0)] = 1000
+    max_queue_per_tenant: Annotated[int, Field(ge=1)] | None = None
+    max_wait_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class AdmissionSpec(Strict):
+    # Off: no limits, caps or queueing at all (benchmarks, trusted single tenants).
+    enabled: bool = True
+    defaults: ScopeDefaults = ScopeDefaults()
+    # When Redis cannot answer in time, per limit unless the limit says otherwise.
+    on_backend_failure: FailurePolicy = "open"
+    backend_timeout_ms: Annotated[float, Field(gt=0, le=10000)] = 250.0
+    # Output tokens reserved for a request that does not set max_tokens.
+    default_max_output_tokens: Annotated[int, Field(ge=1)] = 1024
+    # Also send the IETF RateLimit-Policy / RateLimit fields (draft, so opt-in).
+    ietf_headers: bool = False
+    block: BlockList = BlockList()
+    queue: QueueSpec = QueueSpec()
 
 
 class GatewaySpec(Strict):
@@ -171,6 +240,7 @@ class GatewaySpec(Strict):
     redis: RedisSpec = RedisSpec()
     auth: AuthSpec = AuthSpec()
     timeouts: Timeouts = Timeouts()
+    admission: AdmissionSpec = AdmissionSpec()
     models: list[ModelSpec] = []
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ from lockgate.dataplane.api.openai import (
 )
 from lockgate.dataplane.context import RequestContext
 from lockgate.dataplane.pipeline import Stages
-from lockgate.dataplane.pipeline.admit import AdmitAll
+from lockgate.dataplane.pipeline.admit import AdmitAll, Admitter
 from lockgate.dataplane.pipeline.authenticate import AnonymousAuthenticator, Authenticator
 from lockgate.dataplane.pipeline.authorize import AllowAll, Authorizer
 from lockgate.dataplane.pipeline.forward import Forwarder
@@ -72,6 +72,7 @@ class DataPlane:
         settler: Settler | None = None,
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
+        admitter: Admitter | None = None,
     ) -> None:
         self.config = config
         self.upstreams = Upstreams(config)
@@ -80,7 +81,7 @@ class DataPlane:
         self.stages = Stages(
             authenticator=authenticator or AnonymousAuthenticator(),
             authorizer=authorizer or AllowAll(),
-            admitter=AdmitAll(),
+            admitter=admitter or default_admitter(config),
             router=self.router,
             forwarder=Forwarder(self.upstreams),
             settler=self.settler,
@@ -137,6 +138,16 @@ class DataPlane:
 
     def close(self) -> None:
         self.upstreams.close()
+
+
+def default_admitter(config: RuntimeConfig) -> Admitter:
+    """In-process limits (exact in one process); scale-out passes a Redis-backed one."""
+    if not config.admission.enabled:
+        return AdmitAll()
+    from lockgate.admission.admitter import LimitAdmitter
+    from lockgate.admission.local import LocalLimiter
+
+    return LimitAdmitter(LocalLimiter(), config.admission)
 
 
 def render_rejection(status: int, message: bytes) -> tuple[bytes, bytes]:

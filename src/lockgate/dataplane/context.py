@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
+from lockgate.admission.policy import TenantSettings
 from lockgate.config import DeploymentTarget, ModelEntry
 from lockgate.errors import GatewayError
 from lockgate.http.server import HttpRequest
@@ -31,6 +32,8 @@ class Principal:
     allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     # The model's tags must include all of these (ABAC).
     required_model_tags: frozenset[tuple[str, str]] = frozenset()
+    # Limits, caps and scheduling of the caller's key, project and organisation.
+    admission: TenantSettings | None = None
 
 
 ANONYMOUS = Principal(id="anonymous")
@@ -65,3 +68,5 @@ class RequestContext:
     error: GatewayError | None = None
     is_client_disconnected: bool = False
     client_ip: str = ""
+    # Rate-limit header lines (``name: value\r\n``) for whatever response goes out.
+    limit_headers: bytes = b""

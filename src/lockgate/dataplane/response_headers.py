@@ -37,20 +37,27 @@ def success_headers(ctx: RequestContext, content_type: bytes, now: float) -> byt
     assert model is not None
     return (
         b"content-type: %s\r\nx-request-id: %s\r\nx-lockgate-model: %s\r\n"
-        b"x-lockgate-deployment: %s\r\nserver-timing: %s\r\n"
+        b"x-lockgate-deployment: %s\r\nserver-timing: %s\r\n%s"
         % (
             content_type,
             ctx.request_id.encode(),
             model.name.encode(),
             deployment.name.encode(),
             server_timing(ctx, now),
+            ctx.limit_headers,
         )
     )
 
 
-def send_error(conn: Connection, request_id: str, error: GatewayError) -> None:
-    """The one way the data plane answers with an error (before any byte was sent)."""
-    conn.respond(error.status, error_headers(request_id, error), error.body())
+def send_error(
+    conn: Connection, request_id: str, error: GatewayError, limit_headers: bytes = b""
+) -> None:
+    """The one way the data plane answers with an error (before any byte was sent).
+
+    ``limit_headers`` are the caller's rate-limit lines, sent with every response
+    once admission has run, refusals included.
+    """
+    conn.respond(error.status, error_headers(request_id, error) + limit_headers, error.body())
 
 
 def error_headers(request_id: str, error: GatewayError) -> bytes:

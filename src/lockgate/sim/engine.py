@@ -118,6 +118,7 @@ class Engine:
     def reset_counters(self) -> None:
         self.requests_total = 0
         self.completed = 0
+        self.peak_running = 0  # most sequences running at once (tests of admission queues)
         self.cancelled = 0
         self.failed: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
@@ -166,6 +167,8 @@ class Engine:
     def _start(self, seq: Sequence) -> None:
         seq._state = _RUNNING
         self.running += 1
+        if self.running > self.peak_running:
+            self.peak_running = self.running
         prompt_tokens = seq.prompt_tokens
         self.prompt_tokens_total += prompt_tokens
         if seq._prompts:

@@ -1,8 +1,9 @@
 """The data plane's key loader for ``tenancy.key_cache.KeyCache``.
 
-On a cache miss the cache calls ``load_key``: one indexed query for the key and
-its project's model list (``ApiKeys.lookup_with_project``). Status, expiry and
-hash comparison are the authenticator's, so a disabled key is still returned.
+On a cache miss the cache calls ``load_key``: one indexed query for the key,
+its project, its organisation and its service account's status
+(``ApiKeys.lookup_grant``). Status, expiry and hash comparison are the
+authenticator's, so a disabled key is still returned.
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ class StoreKeyLookup:
         self._store = store
 
     async def load_key(self, key_id: str) -> KeyGrant | None:
-        """The key and its project's ``allowed_models``, or None if no such key exists.
+        """The key with its project and organisation, or None if no such key exists.
 
         Raises ``StoreUnavailable`` when the database cannot answer.
         """
-        found = await self._store.api_keys.lookup_with_project(key_id)
-        if found is None:
-            return None
-        key, project_allowed_models = found
-        return KeyGrant(key=key, project_allowed_models=project_allowed_models)
+        return await self._store.api_keys.lookup_grant(key_id)

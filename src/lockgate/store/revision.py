@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-HEAD_REVISION = "0002_key_model_tags"
+HEAD_REVISION = "0003_limits_idempotency"
 
 
 def revision_of(connection: Connection) -> str | None:

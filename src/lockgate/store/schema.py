@@ -15,7 +15,8 @@ Rules the schema itself enforces, whatever the caller does:
 - Uniqueness that holds for "no organisation" too: SQL treats NULLs as distinct,
   so deployment-wide users and secrets get partial unique indexes, and role
   bindings a unique index over ``coalesce(…, '')``.
-- The audit log has no foreign keys: entries outlive what they describe.
+- The audit log has no foreign keys: entries outlive what they describe; nor do
+  idempotency records, which expire on their own after a day.
 
 Free text is ``Text`` on both backends (length limits are the admin API's to
 validate; VARCHAR(n) would be enforced by PostgreSQL only). The migration in
@@ -67,6 +68,10 @@ organizations = Table(
     Column("name", Text, nullable=False, unique=True),
     Column("metadata", json_column(), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # The organisation's model ceiling (projects stay within it; empty: any) (0003).
+    Column("allowed_models", json_column(), nullable=False, server_default=text("'[]'")),
+    # A ``LimitSpec`` as JSON (0003).
+    Column("limits", json_column(), nullable=False, server_default=text("'{}'")),
 )
 
 projects = Table(
@@ -83,6 +88,9 @@ projects = Table(
     Column("allowed_models", json_column(), nullable=False),
     Column("metadata", json_column(), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("limits", json_column(), nullable=False, server_default=text("'{}'")),  # 0003
+    # Model name -> ``LimitSpec`` for this project's use of that model (0003).
+    Column("model_limits", json_column(), nullable=False, server_default=text("'{}'")),
     UniqueConstraint("organization_id", "name"),
     # The target of composite foreign keys, and the index for listing by org.
     UniqueConstraint("organization_id", "id"),
@@ -191,6 +199,7 @@ api_keys = Table(
     Column("expires_at", UtcDateTime, nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=True),
+    Column("limits", json_column(), nullable=False, server_default=text("'{}'")),  # 0003
     ForeignKeyConstraint(
         ["organization_id", "project_id"],
         ["projects.organization_id", "projects.id"],
@@ -255,4 +264,19 @@ upstream_secrets = Table(
         sqlite_where=text("organization_id IS NULL"),
         postgresql_where=text("organization_id IS NULL"),
     ),
+)
+
+# One row per (principal, Idempotency-Key) for 24 hours: the fingerprint of the request
+# and its response, encrypted (it holds a key's secret), so a retry replays it (0003).
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("principal", Text, primary_key=True),
+    Column("idempotency_key", Text, primary_key=True),
+    Column("request_hash", Text, nullable=False),
+    Column("organization_id", Text, nullable=True),
+    Column("response", LargeBinary, nullable=True),  # None: no master key to seal it with
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_idempotency_records_expires_at", "expires_at"),
 )

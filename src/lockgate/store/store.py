@@ -38,6 +38,7 @@ from lockgate.store.errors import StoreError, translated
 from lockgate.store.repositories import (
     ApiKeys,
     AuditLog,
+    IdempotencyRecords,
     Organizations,
     Projects,
     RoleBindings,
@@ -60,6 +61,7 @@ class Repositories:
         self.api_keys = ApiKeys(connector)
         self.upstream_secrets = UpstreamSecrets(connector)
         self.audit = AuditLog(connector)
+        self.idempotency = IdempotencyRecords(connector)
 
 
 class Transaction(Repositories):

@@ -1,7 +1,7 @@
 """The hot path's view of API keys: authentication without a database round trip.
 
-Entries are pushed out by invalidation messages (revoke, rotate, project
-change) within a second on every replica; the TTL is only a safety net.
+Entries are pushed out by invalidation messages (revoke, rotate, project or
+organisation change) within a second on every replica; the TTL is only a safety net.
 Unknown key ids are cached negatively, and loads of never-seen ids draw from
 a small per-process budget, so a flood of random keys cannot hammer the
 database. Concurrent misses for one id share one load (single flight).
@@ -17,20 +17,24 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lockgate.errors import GatewayError
-from lockgate.tenancy.model import ApiKeyRecord
+from lockgate.tenancy.model import ApiKeyRecord, Organization, Project
 
 
 @dataclass(frozen=True, slots=True)
 class KeyGrant:
-    """A key with what the data plane needs from its project, loaded together."""
+    """A key with the project and organisation it belongs to, loaded together: their
+    model allow-lists and limits all apply to every request made with the key."""
 
     key: ApiKeyRecord
-    project_allowed_models: tuple[str, ...]
+    project: Project
+    organization: Organization
+    # A key acting for a disabled service account may not be used anywhere.
+    service_account_disabled: bool = False
 
 
 class KeyLookup(Protocol):
     async def load_key(self, key_id: str) -> KeyGrant | None:
-        """The key and its project, or None if no such key exists."""
+        """The key with its project and organisation, or None if no such key exists."""
         ...
 
 
@@ -149,6 +153,17 @@ class KeyCache:
         self._generation += 1
         stale = [
             k for k, e in self._entries.items() if e.grant and e.grant.key.project_id == project_id
+        ]
+        for key_id in stale:
+            del self._entries[key_id]
+
+    def invalidate_organization(self, organization_id: str) -> None:
+        """Drop every key of the organisation (its ceiling or limits changed, or it is gone)."""
+        self._generation += 1
+        stale = [
+            k
+            for k, e in self._entries.items()
+            if e.grant and e.grant.key.organization_id == organization_id
         ]
         for key_id in stale:
             del self._entries[key_id]

@@ -3,6 +3,11 @@
 Organisation → projects → API keys. Users and service accounts belong to an
 organisation and hold roles through role bindings, scoped to the organisation
 or to one project. Records are immutable snapshots; the store creates them.
+
+Limits (``LimitSpec``) sit on the organisation, the project (also per model)
+and the key; a request must pass all of them. Model allow-lists narrow the
+same way: organisation (the ceiling) ⊇ project ⊇ key, empty meaning "no
+restriction at this level".
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from lockgate.admission.spec import NO_LIMITS, LimitSpec
 
 
 class Role(StrEnum):
@@ -50,6 +57,9 @@ class Organization:
     name: str
     created_at: datetime
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The ceiling: the organisation's projects may call only these; empty means any.
+    allowed_models: tuple[str, ...] = ()
+    limits: LimitSpec = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +71,9 @@ class Project:
     # Public model names this project may call; empty means every model.
     allowed_models: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    limits: LimitSpec = NO_LIMITS
+    # Limits on this project's use of one model (model name -> limits).
+    model_limits: dict[str, LimitSpec] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,7 @@ class ApiKeyRecord:
     required_model_tags: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+    limits: LimitSpec = NO_LIMITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,16 @@ class Permission(StrEnum):
     ORG_READ = "org.read"
     ORG_UPDATE = "org.update"
     ORG_DELETE = "org.delete"
+    # The organisation's model ceiling and limits: the deployment's quota for a tenant,
+    # so only the deployment (superadmin) sets it, never the tenant's own admins.
+    ORG_POLICY = "org.policy"
     PROJECT_CREATE = "project.create"
     PROJECT_READ = "project.read"
     PROJECT_UPDATE = "project.update"
     PROJECT_DELETE = "project.delete"
+    # A project's allowed models, limits and per-model limits: set by the organisation's
+    # admins; a project admin may not widen what their own project may consume.
+    PROJECT_POLICY = "project.policy"
     MEMBER_READ = "member.read"  # users, service accounts, role bindings
     MEMBER_MANAGE = "member.manage"
     KEY_READ = "api_key.read"
@@ -53,10 +59,12 @@ _ORG_ADMIN = _PROJECT_ADMIN | {
     Permission.ORG_UPDATE,
     Permission.PROJECT_CREATE,
     Permission.PROJECT_DELETE,
+    Permission.PROJECT_POLICY,
     Permission.SECRET_MANAGE,
     Permission.AUDIT_READ,
 }
 
+# ``org.policy`` is in no role but superadmin (which holds every permission).
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SUPERADMIN: frozenset(Permission),
     Role.ORG_OWNER: frozenset(_ORG_ADMIN | {Permission.ORG_DELETE}),

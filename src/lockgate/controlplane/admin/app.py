@@ -11,7 +11,14 @@ from fastapi import FastAPI
 
 from lockgate import __version__
 from lockgate.controlplane.actions import AdminActions
-from lockgate.controlplane.admin import routes_audit, routes_keys, routes_tenants
+from lockgate.controlplane.admin import (
+    routes_audit,
+    routes_keys,
+    routes_principals,
+    routes_secrets,
+    routes_tenants,
+    routes_users,
+)
 from lockgate.controlplane.admin.auth import AdminAuthenticator
 from lockgate.controlplane.admin.deps import AdminServices
 from lockgate.controlplane.admin.errors import install_error_handlers
@@ -36,7 +43,10 @@ def create_admin_app(
     app.state.services = AdminServices(store, actions, AdminAuthenticator(store, keys, jwt))
     install_error_handlers(app)
     app.include_router(routes_tenants.router, tags=["tenancy"])
+    app.include_router(routes_users.router, tags=["users"])
+    app.include_router(routes_principals.router, tags=["service accounts and roles"])
     app.include_router(routes_keys.router, tags=["api keys"])
+    app.include_router(routes_secrets.router, tags=["upstream secrets"])
     app.include_router(routes_audit.router, tags=["audit"])
     return app
 

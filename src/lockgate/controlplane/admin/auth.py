@@ -23,6 +23,10 @@ class AdminPrincipal:
     actor: Actor
     grants: tuple[Grant, ...]
 
+    @property
+    def is_superadmin(self) -> bool:
+        return any(g.role is Role.SUPERADMIN for g in self.grants)
+
     def allows(
         self, permission: Permission, organization_id: str | None, project_id: str | None = None
     ) -> bool:

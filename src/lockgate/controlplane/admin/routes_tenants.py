@@ -1,34 +1,46 @@
-"""Organisations, projects, service accounts and role bindings."""
+"""Organisations and projects.
+
+Policy (model allow-lists and limits) is guarded apart from plain updates:
+an organisation's ceiling and limits need ``org.policy`` (superadmin), a
+project's need ``project.policy`` (org owners and admins), so nobody raises
+their own quota.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from lockgate.admission.spec import NO_LIMITS
+from lockgate.controlplane.actions import organization_summary, project_summary
 from lockgate.controlplane.admin.deps import Caller, Services
 from lockgate.controlplane.admin.schemas import (
+    DeletedOrganizationOut,
+    DeletedProjectOut,
     OrganizationIn,
     OrganizationOut,
+    OrganizationPatch,
     Page,
     ProjectIn,
     ProjectOut,
     ProjectPatch,
-    RoleBindingIn,
-    RoleBindingOut,
-    ServiceAccountIn,
-    ServiceAccountOut,
 )
 from lockgate.errors import PermissionDenied
-from lockgate.tenancy.model import Role
-from lockgate.tenancy.rbac import Permission, can_grant
+from lockgate.store.errors import NotFound
+from lockgate.tenancy.model import Organization, Project
+from lockgate.tenancy.rbac import Permission
 
 router = APIRouter(prefix="/admin/v1")
 PageSize = Annotated[int, Query(ge=1, le=500)]
 
 
-def _org(org: object) -> OrganizationOut:
-    return OrganizationOut.model_validate(org, from_attributes=True)
+def _org(org: Organization) -> OrganizationOut:
+    return OrganizationOut.model_validate(organization_summary(org))
+
+
+def _project(project: Project) -> ProjectOut:
+    return ProjectOut.model_validate(project_summary(project))
 
 
 @router.post("/organizations", status_code=201)
@@ -36,7 +48,14 @@ async def create_organization(
     body: OrganizationIn, caller: Caller, svc: Services
 ) -> OrganizationOut:
     caller.require(Permission.ORG_CREATE, None)
-    return _org(await svc.actions.create_organization(caller.actor, body.name))
+    org = await svc.actions.create_organization(
+        caller.actor,
+        body.name,
+        allowed_models=body.allowed_models,
+        limits=body.limits,
+        metadata=body.metadata,
+    )
+    return _org(org)
 
 
 @router.get("/organizations")
@@ -44,12 +63,17 @@ async def list_organizations(
     caller: Caller, svc: Services, limit: PageSize = 100, after: str | None = None
 ) -> Page[OrganizationOut]:
     """Superadmins see every organisation; everyone else the ones they hold a role in."""
-    if any(g.role is Role.SUPERADMIN for g in caller.grants):
+    if caller.is_superadmin:
         orgs = list(await svc.store.organizations.list(limit=limit + 1, after=after))
     else:
         ids = sorted({g.organization_id for g in caller.grants if g.organization_id})
-        ids = [i for i in ids if after is None or i > after][: limit + 1]
-        orgs = [await svc.store.organizations.get(i) for i in ids]
+        orgs = []
+        for org_id in ids:
+            if (after is None or org_id > after) and len(orgs) <= limit:
+                try:
+                    orgs.append(await svc.store.organizations.get(org_id))
+                except NotFound:  # a token's claim naming a deleted organisation
+                    continue
     data = [_org(o) for o in orgs[:limit]]
     return Page(data=data, has_more=len(orgs) > limit, last_id=data[-1].id if data else None)
 
@@ -60,14 +84,62 @@ async def get_organization(org_id: str, caller: Caller, svc: Services) -> Organi
     return _org(await svc.store.organizations.get(org_id))
 
 
-def _project(project: object) -> ProjectOut:
-    return ProjectOut.model_validate(project, from_attributes=True)
+@router.patch("/organizations/{org_id}")
+async def update_organization(
+    org_id: str, body: OrganizationPatch, caller: Caller, svc: Services
+) -> OrganizationOut:
+    """A new ceiling or limits apply to every key of the organisation, on every replica,
+    at once. Narrowing the ceiling below a project's list is allowed: the data plane
+    intersects them, so the project keeps only what is in both."""
+    caller.require(Permission.ORG_UPDATE, org_id)
+    if body.allowed_models is not None or body.limits is not None:
+        caller.require(Permission.ORG_POLICY, org_id)
+    org = await svc.actions.update_organization(
+        caller.actor,
+        org_id,
+        name=body.name,
+        allowed_models=body.allowed_models,
+        limits=body.limits,
+        metadata=body.metadata,
+    )
+    return _org(org)
+
+
+@router.delete("/organizations/{org_id}")
+async def delete_organization(
+    org_id: str, caller: Caller, svc: Services, force: bool = False
+) -> DeletedOrganizationOut:
+    """Deletes the organisation with its users, service accounts, role bindings and
+    upstream secrets. Refused (409 ``conflict``) while it has projects, unless
+    ``force=true`` — superadmins only — which deletes its projects and API keys too."""
+    caller.require(Permission.ORG_DELETE, org_id)
+    if force and not caller.is_superadmin:
+        raise PermissionDenied(
+            "Only a superadmin may delete an organization together with its projects and "
+            "API keys (force=true); delete the projects first."
+        )
+    org, removed = await svc.actions.delete_organization(caller.actor, org_id, force=force)
+    return DeletedOrganizationOut(
+        **organization_summary(org),
+        deleted_project_ids=list(removed.project_ids),
+        deleted_api_key_ids=list(removed.api_key_ids),
+    )
 
 
 @router.post("/organizations/{org_id}/projects", status_code=201)
 async def create_project(org_id: str, body: ProjectIn, caller: Caller, svc: Services) -> ProjectOut:
+    """``allowed_models`` must lie within the organisation's (422 otherwise)."""
     caller.require(Permission.PROJECT_CREATE, org_id)
-    project = await svc.actions.create_project(caller.actor, org_id, body.name, body.allowed_models)
+    if body.limits != NO_LIMITS or body.model_limits:
+        caller.require(Permission.PROJECT_POLICY, org_id)
+    project = await svc.actions.create_project(
+        caller.actor,
+        org_id,
+        body.name,
+        body.allowed_models,
+        limits=body.limits,
+        model_limits=body.model_limits,
+    )
     return _project(project)
 
 
@@ -100,68 +172,30 @@ async def get_project(org_id: str, project_id: str, caller: Caller, svc: Service
 async def update_project(
     org_id: str, project_id: str, body: ProjectPatch, caller: Caller, svc: Services
 ) -> ProjectOut:
-    """Changing ``allowed_models`` applies to the project's keys on every replica at once."""
+    """Changes apply to the project's keys on every replica at once. ``allowed_models``
+    must lie within the organisation's (422 otherwise)."""
     caller.require(Permission.PROJECT_UPDATE, org_id, project_id)
+    policy: tuple[Any, ...] = (body.allowed_models, body.limits, body.model_limits)
+    if any(value is not None for value in policy):
+        caller.require(Permission.PROJECT_POLICY, org_id, project_id)
     project = await svc.actions.update_project(
-        caller.actor, org_id, project_id, name=body.name, allowed_models=body.allowed_models
+        caller.actor,
+        org_id,
+        project_id,
+        name=body.name,
+        allowed_models=body.allowed_models,
+        limits=body.limits,
+        model_limits=body.model_limits,
     )
     return _project(project)
 
 
-@router.post("/organizations/{org_id}/service_accounts", status_code=201)
-async def create_service_account(
-    org_id: str, body: ServiceAccountIn, caller: Caller, svc: Services
-) -> ServiceAccountOut:
-    caller.require(Permission.MEMBER_MANAGE, org_id)
-    account = await svc.actions.create_service_account(caller.actor, org_id, body.name)
-    return ServiceAccountOut.model_validate(account, from_attributes=True)
-
-
-@router.post("/organizations/{org_id}/role_bindings", status_code=201)
-async def create_role_binding(
-    org_id: str, body: RoleBindingIn, caller: Caller, svc: Services
-) -> RoleBindingOut:
-    caller.require_any_in(org_id)
-    if not can_grant(caller.grants, body.role, organization_id=org_id, project_id=body.project_id):
-        raise PermissionDenied(f"You may not grant the role '{body.role.value}' here.")
-    binding = await svc.actions.create_role_binding(
-        caller.actor,
-        subject_kind=body.subject_kind,
-        subject_id=body.subject_id,
-        role=body.role,
-        organization_id=None if body.role is Role.SUPERADMIN else org_id,
-        project_id=body.project_id,
-    )
-    return RoleBindingOut.model_validate(binding, from_attributes=True)
-
-
-@router.get("/organizations/{org_id}/role_bindings")
-async def list_role_bindings(
-    org_id: str,
-    caller: Caller,
-    svc: Services,
-    project_id: str | None = None,
-    limit: PageSize = 100,
-    after: str | None = None,
-) -> Page[RoleBindingOut]:
-    caller.require(Permission.MEMBER_READ, org_id, project_id)
-    bindings = await svc.store.role_bindings.list(
-        organization_id=org_id, project_id=project_id, limit=limit + 1, after=after
-    )
-    data = [RoleBindingOut.model_validate(b, from_attributes=True) for b in bindings[:limit]]
-    return Page(data=data, has_more=len(bindings) > limit, last_id=data[-1].id if data else None)
-
-
-@router.delete("/organizations/{org_id}/role_bindings/{binding_id}")
-async def delete_role_binding(
-    org_id: str, binding_id: str, caller: Caller, svc: Services
-) -> RoleBindingOut:
-    """Only someone who could grant a role may take it away (no de-escalating superiors)."""
-    caller.require_any_in(org_id)
-    binding = await svc.store.role_bindings.get(binding_id, organization_id=org_id)
-    if not can_grant(
-        caller.grants, binding.role, organization_id=org_id, project_id=binding.project_id
-    ):
-        raise PermissionDenied(f"You may not revoke the role '{binding.role.value}' here.")
-    deleted = await svc.actions.delete_role_binding(caller.actor, org_id, binding_id)
-    return RoleBindingOut.model_validate(deleted, from_attributes=True)
+@router.delete("/organizations/{org_id}/projects/{project_id}")
+async def delete_project(
+    org_id: str, project_id: str, caller: Caller, svc: Services
+) -> DeletedProjectOut:
+    """Deletes the project's API keys first: none of them works after this returns, on
+    any replica (their cached grants are dropped everywhere)."""
+    caller.require(Permission.PROJECT_DELETE, org_id, project_id)
+    project, key_ids = await svc.actions.delete_project(caller.actor, org_id, project_id)
+    return DeletedProjectOut(**project_summary(project), deleted_api_key_ids=list(key_ids))

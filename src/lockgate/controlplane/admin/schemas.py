@@ -1,16 +1,44 @@
-"""Typed request and response bodies of the admin API (documented in its OpenAPI)."""
+"""Typed request and response bodies of the admin API (documented in its OpenAPI).
+
+Request bodies reject unknown fields (a misspelt field is an error, not a
+silent no-op). In a PATCH body a field left out (or null) stays as it is;
+lists and maps given replace the stored ones whole.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from ipaddress import ip_network
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
+from lockgate.admission.spec import LimitSpec
 from lockgate.tenancy.model import PrincipalKind, Role, Scope
 
 T = TypeVar("T")
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+ModelList = Annotated[list[ModelName], Field(max_length=1000)]
+Metadata = Annotated[dict[str, Any], Field(max_length=100)]
+Email = Annotated[
+    str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$", examples=["a@b.org"])
+]
+
+
+def _canonical_cidrs(values: list[str]) -> list[str]:
+    """Each network in canonical form; an invalid one would fail every request later."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ip_network(value, strict=False)))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP network (e.g. 10.0.0.0/8)") from None
+    return networks
+
+
+Cidrs = Annotated[list[str], Field(max_length=100), AfterValidator(_canonical_cidrs)]
+ModelTags = Annotated[dict[Annotated[str, Field(min_length=1)], str], Field(max_length=50)]
 
 
 class Body(BaseModel):
@@ -24,24 +52,51 @@ class Page(BaseModel, Generic[T]):
     last_id: str | None
 
 
+# -- organisations and projects -------------------------------------------------
 class OrganizationIn(Body):
     name: Name
+    allowed_models: ModelList = []  # the ceiling for its projects; empty: any model
+    limits: LimitSpec = LimitSpec()
+    metadata: Metadata = {}
+
+
+class OrganizationPatch(Body):
+    """``allowed_models`` and ``limits`` need ``org.policy`` (superadmin)."""
+
+    name: Name | None = None
+    allowed_models: ModelList | None = None
+    limits: LimitSpec | None = None
+    metadata: Metadata | None = None
 
 
 class OrganizationOut(BaseModel):
     id: str
     name: str
+    allowed_models: list[str]
+    limits: LimitSpec
+    metadata: dict[str, Any]
     created_at: datetime
+
+
+class DeletedOrganizationOut(OrganizationOut):
+    deleted_project_ids: list[str]
+    deleted_api_key_ids: list[str]
 
 
 class ProjectIn(Body):
     name: Name
-    allowed_models: list[str] = []
+    allowed_models: ModelList = []  # within the organisation's; empty: what it allows
+    limits: LimitSpec = LimitSpec()
+    model_limits: dict[ModelName, LimitSpec] = {}
 
 
 class ProjectPatch(Body):
+    """``allowed_models``, ``limits`` and ``model_limits`` need ``project.policy``."""
+
     name: Name | None = None
-    allowed_models: list[str] | None = None
+    allowed_models: ModelList | None = None
+    limits: LimitSpec | None = None
+    model_limits: dict[ModelName, LimitSpec] | None = None
 
 
 class ProjectOut(BaseModel):
@@ -49,6 +104,34 @@ class ProjectOut(BaseModel):
     organization_id: str
     name: str
     allowed_models: list[str]
+    limits: LimitSpec
+    model_limits: dict[str, LimitSpec]
+    created_at: datetime
+
+
+class DeletedProjectOut(ProjectOut):
+    """The deleted project, and the keys deleted with it (none of them works any more)."""
+
+    deleted_api_key_ids: list[str]
+
+
+# -- principals -----------------------------------------------------------------
+class UserIn(Body):
+    email: Email
+    name: Name
+
+
+class UserPatch(Body):
+    name: Name | None = None
+    is_disabled: bool | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    organization_id: str | None
+    email: str
+    name: str
+    is_disabled: bool
     created_at: datetime
 
 
@@ -56,11 +139,23 @@ class ServiceAccountIn(Body):
     name: Name
 
 
+class ServiceAccountPatch(Body):
+    """Disabling stops every key acting for the account, on both planes, at once."""
+
+    name: Name | None = None
+    is_disabled: bool | None = None
+
+
 class ServiceAccountOut(BaseModel):
     id: str
     organization_id: str
     name: str
+    is_disabled: bool
     created_at: datetime
+
+
+class DeletedServiceAccountOut(ServiceAccountOut):
+    revoked_api_key_ids: list[str]
 
 
 class RoleBindingIn(Body):
@@ -80,14 +175,30 @@ class RoleBindingOut(BaseModel):
     created_at: datetime
 
 
+# -- API keys ------------------------------------------------------------------
 class ApiKeyIn(Body):
     name: Name
     scopes: list[Scope] = [Scope.INFERENCE]
-    allowed_models: list[str] = []
-    allowed_cidrs: list[str] = []
-    required_model_tags: dict[str, str] = {}
+    allowed_models: ModelList = []  # within the project's; empty: what the project allows
+    allowed_cidrs: Cidrs = []
+    required_model_tags: ModelTags = {}
     expires_at: datetime | None = None
     service_account_id: str | None = None
+    limits: LimitSpec = LimitSpec()
+    metadata: Metadata = {}
+
+
+class ApiKeyPatch(Body):
+    """Applies to every replica at once; ``expires_at: null`` removes the expiry."""
+
+    name: Name | None = None
+    scopes: list[Scope] | None = None
+    allowed_models: ModelList | None = None
+    allowed_cidrs: Cidrs | None = None
+    required_model_tags: ModelTags | None = None
+    expires_at: datetime | None = None
+    limits: LimitSpec | None = None
+    metadata: Metadata | None = None
 
 
 class ApiKeyOut(BaseModel):
@@ -103,6 +214,8 @@ class ApiKeyOut(BaseModel):
     allowed_models: list[str]
     allowed_cidrs: list[str]
     required_model_tags: dict[str, str]
+    limits: LimitSpec
+    metadata: dict[str, Any]
     expires_at: str | None
     previous_expires_at: str | None
     service_account_id: str | None
@@ -110,7 +223,8 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyOut):
-    """Returned once, at creation or rotation: ``key`` is never shown again."""
+    """Returned once, at creation or rotation: ``key`` is never shown again (except to
+    a retry with the same Idempotency-Key within 24 hours)."""
 
     key: str
 
@@ -119,6 +233,24 @@ class RotateIn(Body):
     grace_s: Annotated[float, Field(ge=0, le=30 * 86400)] = 86400.0
 
 
+# -- upstream secrets ------------------------------------------------------------
+class UpstreamSecretIn(Body):
+    """The credential itself; stored encrypted, never returned or logged."""
+
+    value: Annotated[SecretStr, Field(min_length=1, max_length=16384)]
+
+
+class UpstreamSecretOut(BaseModel):
+    """What is shown of a secret: its name and when it was set, never its value."""
+
+    id: str
+    name: str
+    key_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# -- audit -----------------------------------------------------------------------
 class AuditEntryOut(BaseModel):
     seq: int
     at: datetime

@@ -1,6 +1,6 @@
 """Operator commands that act on the store directly, like ``psql`` on the gateway host.
 
-``lockgate admin bootstrap``, ``orgs``, ``projects``, ``keys`` and ``audit`` need
+``lockgate admin bootstrap``, ``orgs``, ``projects``, ``keys``, ``users`` and ``audit`` need
 no running gateway and no credential: whoever can read the config (and so reach
 the database) is the operator. Changes go through ``AdminActions`` (audited as
 ``cli:<os user>``) and their invalidations through the deployment's bus, so

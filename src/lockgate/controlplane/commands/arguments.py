@@ -11,11 +11,11 @@ import argparse
 
 from lockgate.tenancy.model import Scope
 
-GROUPS = ("admin", "orgs", "projects", "keys", "audit")
+GROUPS = ("admin", "orgs", "projects", "keys", "users", "audit")
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``admin``, ``orgs``, ``projects``, ``keys`` and ``audit`` commands."""
+    """Add the ``admin``, ``orgs``, ``projects``, ``keys``, ``users`` and ``audit`` commands."""
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument(
         "--config",
@@ -53,6 +53,15 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     orgs = group("orgs", "organisations (tenants)")
     leaf(orgs, "create", "orgs.create", "create an organisation").add_argument("name")
     leaf(orgs, "list", "orgs.list", "list organisations")
+    update_org = leaf(
+        orgs, "update", "orgs.update", "rename an organisation, set its model ceiling or limits"
+    )
+    update_org.add_argument("org", metavar="ORG", help="organisation id or name")
+    update_org.add_argument("--name", help="the new name")
+    _replace_list(
+        update_org, "--allow-model", "--any-model", "MODEL", "models its projects may use"
+    )
+    _limits(update_org)
 
     projects = group("projects", "projects of an organisation")
     create_project = leaf(projects, "create", "projects.create", "create a project")
@@ -60,6 +69,14 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     create_project.add_argument("name")
     _allow_models(create_project, "models the project may call (default: all)")
     _org(leaf(projects, "list", "projects.list", "list an organisation's projects"))
+    delete_project = leaf(
+        projects,
+        "delete",
+        "projects.delete",
+        "delete a project and its API keys (they stop working)",
+    )
+    _org(delete_project)
+    delete_project.add_argument("project", metavar="PROJECT", help="project id or name")
 
     keys = group("keys", "API keys")
     create_key = leaf(keys, "create", "keys.create", "create an API key (printed once)")
@@ -81,6 +98,13 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="network the key may be used from; repeat for several (default: anywhere)",
     )
     create_key.add_argument(
+        "--require-tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tag every model the key calls must carry; repeat for several",
+    )
+    create_key.add_argument(
         "--expires-in", metavar="DURATION", help="e.g. 30d, 12h (default: never)"
     )
     list_keys = leaf(keys, "list", "keys.list", "list keys (never their secrets)")
@@ -93,9 +117,36 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="DURATION",
         help="how long the old secret keeps working (default: 24h)",
     )
+    update_key = _key(
+        leaf(keys, "update", "keys.update", "change a key's settings (not its secret)")
+    )
+    update_key.add_argument("--name", help="the new name")
+    update_key.add_argument(
+        "--scope",
+        action="append",
+        choices=[s.value for s in Scope],
+        help="API surface the key may use; repeat for several (replaces the scopes)",
+    )
+    _replace_list(update_key, "--allow-model", "--any-model", "MODEL", "models the key may call")
+    _replace_list(
+        update_key, "--allow-cidr", "--any-network", "CIDR", "networks it may be used from"
+    )
+    _replace_list(
+        update_key, "--require-tag", "--no-required-tags", "KEY=VALUE", "tags its models must carry"
+    )
+    expiry = update_key.add_mutually_exclusive_group()
+    expiry.add_argument("--expires-in", metavar="DURATION", help="from now, e.g. 30d, 12h")
+    expiry.add_argument("--never-expires", action="store_true", help="remove the expiry")
+    _limits(update_key)
     _key(leaf(keys, "revoke", "keys.revoke", "revoke a key for good"))
     _key(leaf(keys, "disable", "keys.disable", "disable a key until enabled again"))
     _key(leaf(keys, "enable", "keys.enable", "enable a disabled key"))
+
+    users = group("users", "users of an organisation")
+    create_user = _org(leaf(users, "create", "users.create", "add a user to an organisation"))
+    create_user.add_argument("--email", required=True, help="unique in the organisation")
+    create_user.add_argument("--name", required=True, help="how the user is shown")
+    _org(leaf(users, "list", "users.list", "list an organisation's users"))
 
     audit = group("audit", "the tamper-evident audit log")
     leaf(audit, "verify", "audit.verify", "check the whole hash chain")
@@ -124,3 +175,26 @@ def _allow_models(parser: argparse.ArgumentParser, help_text: str) -> None:
         metavar="MODEL",
         help=help_text + "; repeat for several",
     )
+
+
+def _replace_list(
+    parser: argparse.ArgumentParser, option: str, clear: str, metavar: str, what: str
+) -> None:
+    """``option`` (repeatable) replaces a list; ``clear`` empties it; neither: unchanged."""
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        option, action="append", metavar=metavar, help=f"{what}; repeat for several (replaces)"
+    )
+    choice.add_argument(clear, action="store_true", help=f"no restriction on {what}")
+
+
+def _limits(parser: argparse.ArgumentParser) -> None:
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--limit",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a limit, e.g. requests_per_minute=600 or spend_per_day=25; repeat for several "
+        "(replaces all limits; names as in the config file's limits)",
+    )
+    choice.add_argument("--no-limits", action="store_true", help="remove every limit")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from lockgate.config import ConfigError, RuntimeConfig
 from lockgate.controlplane.bootstrap import AlreadyBootstrapped
-from lockgate.controlplane.commands import admin, audit, keys, tenants
+from lockgate.controlplane.commands import admin, audit, keys, tenants, users
 from lockgate.controlplane.commands.errors import (
     EXIT_FAILED,
     EXIT_NOT_PROPAGATED,
@@ -32,6 +32,7 @@ from lockgate.controlplane.commands.session import (
     open_session,
     report_warnings,
 )
+from lockgate.errors import GatewayError
 from lockgate.invalidation.bus import InvalidationUnavailable
 from lockgate.services import resolve_pepper
 from lockgate.store.errors import Invalid, InvalidDatabaseUrl, NotFound, StoreError
@@ -49,14 +50,19 @@ ROUTES: dict[str, Command] = {
     "admin.bootstrap": Command(admin.bootstrap, writes=True),
     "orgs.create": Command(tenants.create_organization, writes=True),
     "orgs.list": Command(tenants.list_organizations, writes=False),
+    "orgs.update": Command(tenants.update_organization, writes=True),
     "projects.create": Command(tenants.create_project, writes=True),
     "projects.list": Command(tenants.list_projects, writes=False),
+    "projects.delete": Command(tenants.delete_project, writes=True),
     "keys.create": Command(keys.create, writes=True),
     "keys.list": Command(keys.list_keys, writes=False),
+    "keys.update": Command(keys.update, writes=True),
     "keys.rotate": Command(keys.rotate, writes=True),
     "keys.revoke": Command(keys.revoke, writes=True),
     "keys.disable": Command(keys.disable, writes=True),
     "keys.enable": Command(keys.enable, writes=True),
+    "users.create": Command(users.create_user, writes=True),
+    "users.list": Command(users.list_users, writes=False),
     "audit.verify": Command(audit.verify, writes=False),
     "audit.export": Command(audit.export, writes=False),
 }
@@ -91,6 +97,9 @@ def execute(args: argparse.Namespace) -> int:
         return _fail(label, str(error), EXIT_USAGE)
     except StoreError as error:
         return _fail(label, str(error))
+    except GatewayError as error:  # an action's refusal, e.g. models outside the ceiling
+        code = EXIT_USAGE if error.status in (400, 422) else EXIT_FAILED
+        return _fail(label, error.message, code)
     except ValueError as error:  # refused values: a missing pepper, enabling a revoked key
         return _fail(label, str(error), EXIT_USAGE)
     except BrokenPipeError:  # stdout closed early (``audit export | head``): not an error

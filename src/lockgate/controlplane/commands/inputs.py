@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 from ipaddress import ip_network
 from typing import Protocol, TypeVar
 
+from pydantic import ValidationError
+
+from lockgate.admission.spec import LimitSpec
 from lockgate.controlplane.commands.errors import UsageError
 from lockgate.store.errors import NotFound
 from lockgate.store.repositories.base import MAX_PAGE_SIZE
@@ -63,6 +66,34 @@ def parse_cidrs(values: Sequence[str]) -> list[str]:
         except ValueError:
             raise UsageError(f"--allow-cidr {value!r}: not an IP network") from None
     return networks
+
+
+def parse_tags(values: Sequence[str]) -> dict[str, str]:
+    """``--require-tag key=value`` options as the tags a model must carry."""
+    tags: dict[str, str] = {}
+    for value in values:
+        name, sep, tag = value.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--require-tag {value!r}: use key=value, e.g. classification=public")
+        tags[name.strip()] = tag.strip()
+    return tags
+
+
+def parse_limits(values: Sequence[str]) -> LimitSpec:
+    """``--limit name=value`` options as one ``LimitSpec`` (names as in the config file)."""
+    raw: dict[str, str] = {}
+    for value in values:
+        name, sep, amount = value.partition("=")
+        if not sep or not name.strip() or not amount.strip():
+            raise UsageError(f"--limit {value!r}: use name=value, e.g. requests_per_minute=600")
+        raw[name.strip()] = amount.strip()
+    try:
+        return LimitSpec.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'limits'}: {e['msg']}" for e in error.errors()
+        )
+        raise UsageError(f"--limit: {problems}") from None
 
 
 def parse_key_id(text: str) -> str:

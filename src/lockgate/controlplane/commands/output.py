@@ -78,4 +78,6 @@ def _text(value: Any) -> str:
         return "-"
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "-"
+    if isinstance(value, dict):  # tags, limits: key=value pairs
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
     return str(value)

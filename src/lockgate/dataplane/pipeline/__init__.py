@@ -62,7 +62,7 @@ async def run(
         ctx.error = error
         ctx.status = error.status
         if not conn.is_response_started and not conn.is_closed:
-            send_error(conn, ctx.request_id, error)
+            send_error(conn, ctx.request_id, error, ctx.limit_headers)
     except (asyncio.CancelledError, ClientDisconnected):
         ctx.is_client_disconnected = True
         raise

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Protocol
 
+from lockgate.admission.policy import TenantSettings
 from lockgate.dataplane.context import ANONYMOUS, Principal, RequestContext
 from lockgate.errors import AuthenticationFailed
 from lockgate.tenancy.key_cache import KeyCache, KeyGrant, Miss
@@ -74,6 +75,7 @@ class CredentialAuthenticator:
         self._now = wall_clock
         # Per key id: what was derived from the grant object the cache holds now.
         self._checked: dict[str, _CheckedKey] = {}
+        self._tenants: dict[tuple[str | None, str | None], TenantSettings] = {}
 
     async def authenticate(self, ctx: RequestContext) -> Principal:
         headers = ctx.http.headers
@@ -103,8 +105,21 @@ class CredentialAuthenticator:
                 organization_id=identity.organization_id,
                 project_id=identity.project_id,
                 can_invoke=bool(_INVOKING_ROLES.intersection(identity.roles)),
+                # Counted against its project's and organisation's counters, under the
+                # configured defaults (records' own limits need a key's cached grant).
+                admission=self._tenant(identity.project_id, identity.organization_id),
             )
         raise AuthenticationFailed(_INVALID)
+
+    def _tenant(self, project_id: str | None, organization_id: str | None) -> TenantSettings:
+        """One settings object per tenant, so admission's compiled policies are reused."""
+        found = self._tenants.get((project_id, organization_id))
+        if found is None:
+            if len(self._tenants) >= _MAX_CHECKED:
+                self._tenants.clear()
+            found = TenantSettings(project_id=project_id, organization_id=organization_id)
+            self._tenants[(project_id, organization_id)] = found
+        return found
 
     async def check_api_key(self, key_id: str, secret: str) -> KeyGrant:
         """The key's grant if ``secret`` is right and the key usable now; raises 401s otherwise."""
@@ -164,24 +179,40 @@ class _CheckedKey:
             self.refusal = ("api_key_revoked", "This API key has been revoked.")
         elif key.status is KeyStatus.DISABLED:
             self.refusal = ("api_key_disabled", "This API key is disabled.")
+        elif grant.service_account_disabled:
+            self.refusal = ("api_key_disabled", "This API key's service account is disabled.")
         self.principal = _principal(grant)
 
 
 def _principal(grant: KeyGrant) -> Principal:
     key = grant.key
-    models = set(key.allowed_models)
-    if grant.project_allowed_models:
-        project = set(grant.project_allowed_models)
-        models = models & project if models else project
-        if not models:  # key and project lists do not overlap: nothing is allowed
-            models = {""}
+    # Key, project and organisation allow-lists intersect; an empty one restricts nothing.
+    models: set[str] | None = None
+    for allowed in (
+        key.allowed_models,
+        grant.project.allowed_models,
+        grant.organization.allowed_models,
+    ):
+        if allowed:
+            models = set(allowed) if models is None else models & set(allowed)
+    if models is not None and not models:  # the lists do not overlap: nothing is allowed
+        models = {""}
     return Principal(
         id=f"api_key:{key.id}",
         is_anonymous=False,
         organization_id=key.organization_id,
         project_id=key.project_id,
         can_invoke=Scope.INFERENCE in key.scopes,
-        allowed_models=frozenset(models),
+        allowed_models=frozenset(models or ()),
         allowed_networks=tuple(ip_network(c, strict=False) for c in key.allowed_cidrs),
         required_model_tags=frozenset(key.required_model_tags.items()),
+        admission=TenantSettings(
+            key_id=key.id,
+            project_id=key.project_id,
+            organization_id=key.organization_id,
+            key=key.limits,
+            project=grant.project.limits,
+            organization=grant.organization.limits,
+            project_models=grant.project.model_limits,
+        ),
     )

@@ -3,20 +3,28 @@
 
 from lockgate.store.repositories.api_keys import ApiKeys
 from lockgate.store.repositories.audit import AuditLog
+from lockgate.store.repositories.idempotency import IdempotencyRecord, IdempotencyRecords
 from lockgate.store.repositories.organizations import Organizations
 from lockgate.store.repositories.principals import ServiceAccounts, Users
 from lockgate.store.repositories.projects import Projects
 from lockgate.store.repositories.role_bindings import RoleBindings
-from lockgate.store.repositories.upstream_secrets import UpstreamSecret, UpstreamSecrets
+from lockgate.store.repositories.upstream_secrets import (
+    UpstreamSecret,
+    UpstreamSecretInfo,
+    UpstreamSecrets,
+)
 
 __all__ = [
     "ApiKeys",
     "AuditLog",
+    "IdempotencyRecord",
+    "IdempotencyRecords",
     "Organizations",
     "Projects",
     "RoleBindings",
     "ServiceAccounts",
     "UpstreamSecret",
+    "UpstreamSecretInfo",
     "UpstreamSecrets",
     "Users",
 ]

@@ -2,7 +2,8 @@
 
 The store keeps only the keyed hash of a key's secret (hashing and comparison
 are the authenticator's job). ``lookup`` is the data plane's one query per
-uncached request: by primary key, no join. Rotation is one UPDATE whose
+uncached request is ``lookup_grant``: by primary key, joined on primary keys to
+the key's project, organisation and service account. Rotation is one UPDATE whose
 right-hand sides read the row as it was, so the old hash moves to
 ``previous_secret_hash`` atomically, with no window where neither works.
 """
@@ -13,9 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Table, and_, delete, insert, select, update
 from sqlalchemy.engine import Row
 
+from lockgate.admission.spec import NO_LIMITS, LimitSpec, parse_limits
 from lockgate.store.columns import as_utc, utc_now
 from lockgate.store.errors import Conflict
 from lockgate.store.repositories.base import (
@@ -25,17 +27,22 @@ from lockgate.store.repositories.base import (
     changed,
     explained,
     json_object,
+    limits_json,
     page,
     require,
     strings,
     tenant_filter,
 )
+from lockgate.store.repositories.organizations import to_organization
+from lockgate.store.repositories.projects import to_project
 from lockgate.store.schema import api_keys as _t
-from lockgate.store.schema import projects
+from lockgate.store.schema import organizations, projects, service_accounts
+from lockgate.tenancy.key_cache import KeyGrant
 from lockgate.tenancy.model import ApiKeyRecord, KeyStatus, Scope
 
 
-def to_api_key(row: Row[Any]) -> ApiKeyRecord:
+def to_api_key(row: Any) -> ApiKeyRecord:
+    """``row``: a row of this table, or anything with its columns as attributes."""
     return ApiKeyRecord(
         id=row.id,
         organization_id=row.organization_id,
@@ -56,7 +63,21 @@ def to_api_key(row: Row[Any]) -> ApiKeyRecord:
         required_model_tags={str(k): str(v) for k, v in (row.required_model_tags or {}).items()},
         metadata=row.metadata,
         updated_at=row.updated_at,
+        limits=parse_limits(row.limits),
     )
+
+
+class _Columns:
+    """One table's columns of a joined row, read as attributes (as its own row would be)."""
+
+    __slots__ = ("_row", "_table")
+
+    def __init__(self, row: Row[Any], table: Table) -> None:
+        self._row = row
+        self._table = table
+
+    def __getattr__(self, name: str) -> Any:
+        return self._row._mapping[self._table.c[name]]
 
 
 class ApiKeys(Repository):
@@ -76,6 +97,7 @@ class ApiKeys(Repository):
         service_account_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         status: KeyStatus = KeyStatus.ACTIVE,
+        limits: LimitSpec = NO_LIMITS,
     ) -> ApiKeyRecord:
         """Raises ``Conflict`` (DUPLICATE) for a key id already in use, ``NotFound`` if
         the project (or service account) is not in ``organization_id``."""
@@ -94,6 +116,7 @@ class ApiKeys(Repository):
             allowed_cidrs=tuple(allowed_cidrs),
             required_model_tags=dict(required_model_tags or {}),
             metadata=json_object(metadata),
+            limits=limits,
         )
         values = {
             "id": record.id,
@@ -110,6 +133,7 @@ class ApiKeys(Repository):
             "metadata": record.metadata,
             "expires_at": record.expires_at,
             "created_at": record.created_at,
+            "limits": limits_json(limits),
         }
         try:
             async with self._connector.connect(write=True) as conn:
@@ -130,16 +154,25 @@ class ApiKeys(Repository):
             row = (await conn.execute(select(_t).where(_t.c.id == key_id))).first()
         return None if row is None else to_api_key(row)
 
-    async def lookup_with_project(self, key_id: str) -> tuple[ApiKeyRecord, tuple[str, ...]] | None:
-        """``lookup`` plus the project's ``allowed_models``, in the same single query
-        (primary-key lookup, primary-key join): what authorising a request needs."""
+    async def lookup_grant(self, key_id: str) -> KeyGrant | None:
+        """``lookup`` plus everything authorising and admitting a request needs: the
+        project, the organisation, and whether the key's service account is disabled.
+        One statement (primary-key lookup, primary-key joins); None when absent."""
+        sa = service_accounts
         statement = (
-            select(_t, projects.c.allowed_models.label("project_allowed_models"))
+            select(_t, projects, organizations, sa.c.is_disabled)
             .join(
                 projects,
                 and_(
                     projects.c.id == _t.c.project_id,
                     projects.c.organization_id == _t.c.organization_id,
+                ),
+            )
+            .join(organizations, organizations.c.id == _t.c.organization_id)
+            .outerjoin(
+                sa,
+                and_(
+                    sa.c.id == _t.c.service_account_id, sa.c.organization_id == _t.c.organization_id
                 ),
             )
             .where(_t.c.id == key_id)
@@ -148,7 +181,12 @@ class ApiKeys(Repository):
             row = (await conn.execute(statement)).first()
         if row is None:
             return None
-        return to_api_key(row), strings(row.project_allowed_models)
+        return KeyGrant(
+            key=to_api_key(_Columns(row, _t)),
+            project=to_project(_Columns(row, projects)),
+            organization=to_organization(_Columns(row, organizations)),
+            service_account_disabled=bool(row._mapping[sa.c.is_disabled]),
+        )
 
     async def get(
         self, key_id: str, *, organization_id: str | None, for_update: bool = False
@@ -211,20 +249,75 @@ class ApiKeys(Repository):
         scopes: Iterable[Scope] | Unchanged = UNSET,
         allowed_models: Iterable[str] | Unchanged = UNSET,
         allowed_cidrs: Iterable[str] | Unchanged = UNSET,
+        required_model_tags: Mapping[str, str] | Unchanged = UNSET,
         expires_at: datetime | Unchanged | None = UNSET,
         metadata: Mapping[str, Any] | Unchanged = UNSET,
+        limits: LimitSpec | Unchanged = UNSET,
     ) -> ApiKeyRecord:
         values = changed(
             name=name,
             scopes=scopes if scopes is UNSET else [Scope(s).value for s in scopes],
             allowed_models=allowed_models if allowed_models is UNSET else list(allowed_models),
             allowed_cidrs=allowed_cidrs if allowed_cidrs is UNSET else list(allowed_cidrs),
+            required_model_tags=(
+                required_model_tags
+                if required_model_tags is UNSET
+                else json_object(required_model_tags)
+            ),
             expires_at=expires_at,
             metadata=metadata if metadata is UNSET else json_object(metadata),
+            limits=limits if limits is UNSET else limits_json(limits),
         )
         if not values:
             return await self.get(key_id, organization_id=organization_id)
         return await self._update(key_id, organization_id, values)
+
+    async def ids_for_service_account(
+        self, service_account_id: str, *, organization_id: str | None
+    ) -> Sequence[str]:
+        """Every key acting for the service account (whatever its status), by id."""
+        statement = (
+            select(_t.c.id)
+            .where(
+                _t.c.service_account_id == service_account_id,
+                tenant_filter(_t.c.organization_id, organization_id),
+            )
+            .order_by(_t.c.id)
+        )
+        async with self._connector.connect(write=False) as conn:
+            return [str(key_id) for key_id in (await conn.execute(statement)).scalars()]
+
+    async def revoke_for_service_account(
+        self, service_account_id: str, *, organization_id: str | None
+    ) -> Sequence[str]:
+        """Revoke every key acting for the service account and detach them from it (so
+        it can be deleted while the revoked keys stay listed); returns their ids."""
+        statement = (
+            update(_t)
+            .where(
+                _t.c.service_account_id == service_account_id,
+                tenant_filter(_t.c.organization_id, organization_id),
+            )
+            .values(status=KeyStatus.REVOKED.value, service_account_id=None, updated_at=utc_now())
+            .returning(_t.c.id)
+        )
+        async with self._connector.connect(write=True) as conn:
+            return sorted(str(key_id) for key_id in (await conn.execute(statement)).scalars())
+
+    async def delete_for_project(
+        self, project_id: str, *, organization_id: str | None
+    ) -> Sequence[str]:
+        """Delete every key of the project (a key cannot outlive its project); their ids."""
+        statement = (
+            delete(_t)
+            .where(
+                _t.c.project_id == project_id,
+                tenant_filter(_t.c.organization_id, organization_id),
+            )
+            .returning(_t.c.id)
+        )
+        async with self._connector.connect(write=True) as conn:
+            return sorted(str(key_id) for key_id in (await conn.execute(statement)).scalars())
 
     async def delete(self, key_id: str, *, organization_id: str | None) -> None:
         statement = (

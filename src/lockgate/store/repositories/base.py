@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import ColumnElement, Select, true
 from sqlalchemy.engine import Row
 
+from lockgate.admission.spec import LimitSpec, parse_limits
 from lockgate.store.connector import Connector
 from lockgate.store.errors import Conflict, ConflictReason, Invalid, NotFound, StoreError
 
@@ -95,6 +96,20 @@ def explained(error: Conflict, *, duplicate: str, reference: str) -> StoreError:
 def strings(values: Any) -> tuple[str, ...]:
     """A JSON array column read back as the tuple the records use."""
     return tuple(str(v) for v in values or ())
+
+
+def limits_json(spec: LimitSpec) -> dict[str, Any]:
+    """A ``LimitSpec`` as its JSON column holds it (only the fields that are set)."""
+    return json_object(spec.to_json())
+
+
+def model_limits_json(specs: Mapping[str, LimitSpec]) -> dict[str, Any]:
+    return json_object({name: spec.to_json() for name, spec in specs.items()})
+
+
+def read_model_limits(raw: Any) -> dict[str, LimitSpec]:
+    """A ``model_limits`` column back into specs (validated when written, so trusted)."""
+    return {str(name): parse_limits(value) for name, value in (raw or {}).items()}
 
 
 def require(row: Row[Any] | None, kind: str, object_id: str) -> Row[Any]:

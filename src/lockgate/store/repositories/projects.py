@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Row
 
+from lockgate.admission.spec import NO_LIMITS, LimitSpec, parse_limits
 from lockgate.store.columns import new_id, utc_now
 from lockgate.store.errors import Conflict, ConflictReason
 from lockgate.store.repositories.base import (
@@ -17,7 +17,10 @@ from lockgate.store.repositories.base import (
     changed,
     explained,
     json_object,
+    limits_json,
+    model_limits_json,
     page,
+    read_model_limits,
     require,
     strings,
     tenant_filter,
@@ -26,7 +29,8 @@ from lockgate.store.schema import projects as _t
 from lockgate.tenancy.model import Project
 
 
-def to_project(row: Row[Any]) -> Project:
+def to_project(row: Any) -> Project:
+    """``row``: a row of this table, or anything with its columns as attributes."""
     return Project(
         id=row.id,
         organization_id=row.organization_id,
@@ -34,6 +38,8 @@ def to_project(row: Row[Any]) -> Project:
         created_at=row.created_at,
         allowed_models=strings(row.allowed_models),
         metadata=row.metadata,
+        limits=parse_limits(row.limits),
+        model_limits=read_model_limits(row.model_limits),
     )
 
 
@@ -45,6 +51,8 @@ class Projects(Repository):
         name: str,
         allowed_models: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        limits: LimitSpec = NO_LIMITS,
+        model_limits: Mapping[str, LimitSpec] | None = None,
     ) -> Project:
         """Raises ``NotFound`` if the organisation does not exist, ``Conflict`` if the
         name is taken in it."""
@@ -55,6 +63,8 @@ class Projects(Repository):
             created_at=utc_now(),
             allowed_models=tuple(allowed_models),
             metadata=json_object(metadata),
+            limits=limits,
+            model_limits=dict(model_limits or {}),
         )
         try:
             async with self._connector.connect(write=True) as conn:
@@ -66,6 +76,8 @@ class Projects(Repository):
                         allowed_models=list(record.allowed_models),
                         metadata=record.metadata,
                         created_at=record.created_at,
+                        limits=limits_json(limits),
+                        model_limits=model_limits_json(record.model_limits),
                     )
                 )
         except Conflict as error:
@@ -104,12 +116,16 @@ class Projects(Repository):
         name: str | Unchanged = UNSET,
         allowed_models: Iterable[str] | Unchanged = UNSET,
         metadata: Mapping[str, Any] | Unchanged = UNSET,
+        limits: LimitSpec | Unchanged = UNSET,
+        model_limits: Mapping[str, LimitSpec] | Unchanged = UNSET,
     ) -> Project:
-        values = changed(name=name, allowed_models=allowed_models, metadata=metadata)
-        if "allowed_models" in values:
-            values["allowed_models"] = list(values["allowed_models"])
-        if "metadata" in values:
-            values["metadata"] = json_object(values["metadata"])
+        values = changed(
+            name=name,
+            allowed_models=allowed_models if allowed_models is UNSET else list(allowed_models),
+            metadata=metadata if metadata is UNSET else json_object(metadata),
+            limits=limits if limits is UNSET else limits_json(limits),
+            model_limits=model_limits if model_limits is UNSET else model_limits_json(model_limits),
+        )
         if not values:
             return await self.get(project_id, organization_id=organization_id)
         statement = (
@@ -118,8 +134,14 @@ class Projects(Repository):
             .values(values)
             .returning(*_t.c)
         )
-        async with self._connector.connect(write=True) as conn:
-            row = (await conn.execute(statement)).first()
+        try:
+            async with self._connector.connect(write=True) as conn:
+                row = (await conn.execute(statement)).first()
+        except Conflict as error:
+            raise Conflict(
+                f"a project named {name!r} already exists in the organization",
+                reason=error.reason,
+            ) from error
         return to_project(require(row, "project", project_id))
 
     async def delete(self, project_id: str, *, organization_id: str | None) -> None:

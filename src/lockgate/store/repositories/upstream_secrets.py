@@ -19,8 +19,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from lockgate.store.columns import new_id, utc_now
-from lockgate.store.errors import Conflict, ConflictReason, NotFound, from_integrity_error
-from lockgate.store.repositories.base import Repository, require
+from lockgate.store.errors import (
+    Conflict,
+    ConflictReason,
+    Invalid,
+    NotFound,
+    from_integrity_error,
+)
+from lockgate.store.repositories.base import MAX_PAGE_SIZE, Repository, require
 from lockgate.store.schema import upstream_secrets as _t
 
 
@@ -30,6 +36,18 @@ class UpstreamSecret:
     organization_id: str | None
     name: str
     ciphertext: bytes
+    key_version: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSecretInfo:
+    """A secret as listings show it: everything but the ciphertext."""
+
+    id: str
+    organization_id: str | None
+    name: str
     key_version: int
     created_at: datetime
     updated_at: datetime
@@ -96,6 +114,31 @@ class UpstreamSecrets(Repository):
         statement = select(_t.c.name).where(_owned_by(organization_id)).order_by(_t.c.name)
         async with self._connector.connect(write=False) as conn:
             return list((await conn.execute(statement)).scalars())
+
+    async def list(
+        self, *, organization_id: str | None, limit: int = 100, after: str | None = None
+    ) -> Sequence[UpstreamSecretInfo]:
+        """The owner's secrets by name (``after``: the last name seen), without ciphertext."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise Invalid(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        columns = [c for c in _t.c if c.name != "ciphertext"]
+        statement = select(*columns).where(_owned_by(organization_id))
+        if after is not None:
+            statement = statement.where(_t.c.name > after)
+        statement = statement.order_by(_t.c.name).limit(limit)
+        async with self._connector.connect(write=False) as conn:
+            rows = await conn.execute(statement)
+            return [
+                UpstreamSecretInfo(
+                    id=row.id,
+                    organization_id=row.organization_id,
+                    name=row.name,
+                    key_version=row.key_version,
+                    created_at=row.created_at,
+                    updated_at=row.updated_at,
+                )
+                for row in rows
+            ]
 
     async def delete(self, name: str, *, organization_id: str | None) -> None:
         statement = (
