@@ -74,13 +74,13 @@ class LimitAdmitter:
         self._policies: dict[
             tuple[int, str], tuple[TenantSettings, ModelEntry, CompiledPolicy]
         ] = {}
-        self._gates: dict[str, CapacityGate] = {}
+        self._gates: dict[str, CapacityGate | None] = {}
         self._settling: set[asyncio.Task[None]] = set()
         self.stats = AdmissionStats()
 
     def gate_stats(self) -> dict[str, fair_queue.GateStats]:
         """Per saturated model: queue and slot counters."""
-        return {name: gate.stats for name, gate in self._gates.items()}
+        return {name: gate.stats for name, gate in self._gates.items() if gate is not None}
 
     async def admit(self, ctx: RequestContext) -> Ticket:
         model = ctx.model
@@ -198,18 +198,21 @@ class LimitAdmitter:
         return _Reservation(self, policy, guess, costs, ctx.request_id)
 
     def _gate(self, model: ModelEntry) -> CapacityGate | None:
-        gate = self._gates.get(model.name)
-        if gate is None:
-            capacity = model.capacity
-            if capacity is None:
-                return None
+        """The model's capacity gate; None (remembered) when it declares no capacity."""
+        try:
+            return self._gates[model.name]
+        except KeyError:
+            pass
+        capacity = model.capacity
+        gate = None
+        if capacity is not None:
             queue = self._config.queue
             gate = CapacityGate(
                 capacity,
                 max_queue=queue.max_queue,
                 max_queue_per_tenant=queue.max_queue_per_tenant,
             )
-            self._gates[model.name] = gate
+        self._gates[model.name] = gate
         return gate
 
     def _give_back(self, reservation: _Reservation | None) -> None:
