@@ -225,3 +225,30 @@ async def test_a_saturated_model_queues_requests_then_sheds_with_retry_after() -
     # Queued, it would have waited a whole second for the first request to finish.
     assert shed_after < 0.5, "shedding answers at once, never after a wait"
     assert sim.engine.peak_running == 1, "the engine never saw more than its capacity"
+
+
+async def test_a_spend_limit_refuses_once_the_priced_usage_reaches_it(sim: SimServer) -> None:
+    """Fixed price table: $1 per million prompt and $2 per million output tokens."""
+    model = sim_model("sim-chat", sim.base_url)
+    model["pricing"] = {"input_per_million": "1", "output_per_million": "2"}
+    # 0.0001 = 100 micro-dollars: a handful of small requests.
+    model["limits"] = {"spend_per_day": "0.0001"}
+    async with running_gateway(gateway_spec([model])) as gw:
+        spent = 0
+        statuses = []
+        for _ in range(20):
+            answer = await post(gw.port, chat(max_tokens=8), **{"x-sim-output-tokens": "8"})
+            statuses.append(answer.status)
+            if answer.status == 200:
+                usage = orjson.loads(answer.body)["usage"]
+                spent += usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2
+            else:
+                refused = orjson.loads(answer.body)["error"]
+                break
+            await asyncio.sleep(0.01)  # settlement lands between calls, as in real use
+    assert statuses[-1] == 429
+    assert (refused["code"], refused["type"]) == ("budget_exceeded", "insufficient_quota")
+    assert "model spend per day limit (0.0001 per day)" in refused["message"]
+    # Charged at real usage: within one request's estimate of the budget.
+    one_request = -(-len(chat(max_tokens=8)) // 4) * 1 + 8 * 2
+    assert 100 - one_request <= spent <= 100 + one_request, spent
