@@ -7,14 +7,37 @@ record to a local journal and returns (the metering issue builds that).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from lockgate.dataplane.context import RequestContext
 
+log = logging.getLogger(__name__)
+
 
 class Settler(Protocol):
     def settle(self, ctx: RequestContext) -> None: ...
+
+
+class Settlers:
+    """Several settlers (metering, metrics, access log, ...), each told of every request.
+
+    One that raises must not cost the others their record: the error is logged
+    and the next one still runs.
+    """
+
+    __slots__ = ("_all",)
+
+    def __init__(self, *settlers: Settler) -> None:
+        self._all = settlers
+
+    def settle(self, ctx: RequestContext) -> None:
+        for settler in self._all:
+            try:
+                settler.settle(ctx)
+            except Exception:
+                log.exception("settling request %s failed in %r", ctx.request_id, settler)
 
 
 @dataclass(slots=True)
