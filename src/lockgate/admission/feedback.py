@@ -115,38 +115,40 @@ def refusal(decision: Decision, policy: CompiledPolicy) -> GatewayError:
 def rate_limit_headers(
     states: Sequence[LimitState], labels: Sequence[LimitLabel], *, ietf: bool
 ) -> bytes:
-    """Header lines (``name: value\\r\\n``) describing the caller's remaining allowance."""
-    requests = _tightest(states, LimitKind.REQUESTS)
-    tokens = _tightest(states, LimitKind.TOKENS)
-    lines = []
+    """Header lines (``name: value\r\n``) describing the caller's remaining allowance."""
+    requests: LimitState | None = None
+    tokens: LimitState | None = None
+    for state in states:  # one pass: this runs on every admitted request
+        kind = state.limit.kind
+        if kind is _REQUESTS:
+            if requests is None or state.remaining < requests.remaining:
+                requests = state
+        elif kind is _TOKENS and (tokens is None or state.remaining < tokens.remaining):
+            tokens = state
+    lines = b""
     if requests is not None:
-        lines.append(_openai_lines(b"requests", requests))
+        lines = _openai_lines(b"requests", requests)
     if tokens is not None:
-        lines.append(_openai_lines(b"tokens", tokens))
+        lines += _openai_lines(b"tokens", tokens)
     if ietf:
-        lines.append(_ietf_lines(states, labels))
-    return b"".join(lines)
+        lines += _ietf_lines(states, labels)
+    return lines
 
 
-def _tightest(states: Sequence[LimitState], kind: LimitKind) -> LimitState | None:
-    best: LimitState | None = None
-    for state in states:
-        if state.limit.kind is kind and (best is None or state.remaining < best.remaining):
-            best = state
-    return best
+_REQUESTS = LimitKind.REQUESTS
+_TOKENS = LimitKind.TOKENS
 
 
 def _openai_lines(dimension: bytes, state: LimitState) -> bytes:
     return (
         b"x-ratelimit-limit-%s: %d\r\nx-ratelimit-remaining-%s: %d\r\nx-ratelimit-reset-%s: %s\r\n"
-        % (
-            dimension,
-            round(state.limit.limit),
-            dimension,
-            max(0, math.floor(state.remaining)),
-            dimension,
-            duration(state.reset_s).encode(),
-        )
+    ) % (
+        dimension,
+        state.limit.limit,
+        dimension,
+        state.remaining,  # %d truncates: never report a unit that is not whole
+        dimension,
+        duration(state.reset_s).encode(),
     )
 
 
