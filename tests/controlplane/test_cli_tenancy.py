@@ -1,4 +1,4 @@
-"""Tenancy operator commands (``orgs update``, ``projects delete``, ``keys update``,
+"""Tenancy operator commands (``orgs update``, ``projects update|delete``, ``keys update``,
 ``keys create --require-tag``, ``users``) as real processes next to a running gateway,
 on SQLite and PostgreSQL."""
 
@@ -87,6 +87,18 @@ async def test_tenancy_commands_reach_the_running_gateway(
         await asyncio.sleep(1.0)  # the invalidation reaches both workers within a second
         assert await statuses(port, ci_key, 4) == [200] * 4
 
+        limited = (
+            await d.cli(
+                "projects update web --org acme --limit requests_per_day=5"
+                f" --model-limit {MODEL}:tokens_per_minute=900 --json"
+            )
+        ).one()
+        assert limited["limits"] == {"requests_per_day": 5}
+        assert limited["model_limits"] == {MODEL: {"tokens_per_minute": 900}}
+        if extras:
+            bad = await d.cli("projects update web --org acme --model-limit nomodel", expect=2)
+            assert "MODEL:name=value" in bad.err
+
         deleted = await d.cli("projects delete web --org acme --json")
         assert deleted.one()["deleted_api_key_ids"] == [ci_id]
         await refused_within_1s(port, ci_key, "invalid_api_key", loop.time())
@@ -104,4 +116,9 @@ async def test_tenancy_commands_reach_the_running_gateway(
     assert actions[0] == "organization.create"
     # These three ran concurrently, in any order.
     assert sorted(actions[1:4]) == ["organization.update", "project.create", "user.create"]
-    assert actions[4:] == ["api_key.create", "api_key.update", "project.delete"]
+    assert actions[4:] == [
+        "api_key.create",
+        "api_key.update",
+        "project.update",
+        "project.delete",
+    ]

@@ -77,6 +77,23 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     _org(delete_project)
     delete_project.add_argument("project", metavar="PROJECT", help="project id or name")
+    update_project = leaf(
+        projects, "update", "projects.update", "rename a project, set its models or limits"
+    )
+    _org(update_project)
+    update_project.add_argument("project", metavar="PROJECT", help="project id or name")
+    update_project.add_argument("--name", help="the new name")
+    _replace_list(
+        update_project, "--allow-model", "--any-model", "MODEL", "models the project may call"
+    )
+    _limits(update_project)
+    update_project.add_argument(
+        "--model-limit",
+        action="append",
+        metavar="MODEL:NAME=VALUE",
+        help="a limit on the project's use of one model, e.g. gpt-4o:tokens_per_minute=90000; "
+        "repeat for several (replaces all per-model limits)",
+    )
 
     keys = group("keys", "API keys")
     create_key = leaf(keys, "create", "keys.create", "create an API key (printed once)")

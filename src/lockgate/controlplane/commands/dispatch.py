@@ -54,6 +54,7 @@ ROUTES: dict[str, Command] = {
     "projects.create": Command(tenants.create_project, writes=True),
     "projects.list": Command(tenants.list_projects, writes=False),
     "projects.delete": Command(tenants.delete_project, writes=True),
+    "projects.update": Command(tenants.update_project, writes=True),
     "keys.create": Command(keys.create, writes=True),
     "keys.list": Command(keys.list_keys, writes=False),
     "keys.update": Command(keys.update, writes=True),

@@ -1,10 +1,11 @@
-"""``lockgate orgs create|list|update`` and ``lockgate projects create|list|delete``."""
+"""``lockgate orgs create|list|update`` and ``lockgate projects create|list|update|delete``."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from lockgate.admission.spec import LimitSpec
 from lockgate.controlplane.commands.errors import UsageError
 from lockgate.controlplane.commands.inputs import (
     every,
@@ -29,6 +30,12 @@ PROJECT_COLUMNS = (
     Column("NAME", "name"),
     Column("ALLOWED MODELS", "allowed_models"),
     Column("CREATED", "created_at"),
+)
+PROJECT_FIELDS = (
+    *PROJECT_COLUMNS[:3],
+    Column("LIMITS", "limits"),
+    Column("MODEL LIMITS", "model_limits"),
+    PROJECT_COLUMNS[3],
 )
 DELETED_PROJECT_FIELDS = (*PROJECT_COLUMNS[:2], Column("DELETED KEYS", "deleted_api_key_ids"))
 
@@ -104,6 +111,51 @@ async def list_projects(session: Session, args: argparse.Namespace) -> int:
     )
     session.out.records([project_record(p) for p in projects], PROJECT_COLUMNS)
     return 0
+
+
+async def update_project(session: Session, args: argparse.Namespace) -> int:
+    """Options left out stay as they are; ``--any-model``/``--no-limits`` clear.
+
+    Takes effect on every running gateway within a second (the project's keys reload).
+    """
+    given = (args.name, args.allow_model, args.limit, args.model_limit)
+    if all(v is None for v in given) and not (args.any_model or args.no_limits):
+        raise UsageError(
+            "nothing to change: give --name, --allow-model, --limit, --model-limit "
+            "or a --no-… option"
+        )
+    limits = parse_limits(args.limit) if args.limit is not None else None
+    model_limits = parse_model_limits(args.model_limit) if args.model_limit else None
+    org = await resolve_organization(session.store, args.org)
+    project = await resolve_project(session.store, org.id, args.project)
+    updated = await session.actions.update_project(
+        session.actor,
+        org.id,
+        project.id,
+        name=args.name,
+        allowed_models=[] if args.any_model else args.allow_model,
+        limits=parse_limits([]) if args.no_limits else limits,
+        model_limits=model_limits,
+    )
+    record = {
+        **project_record(updated),
+        "model_limits": {m: spec.to_json() for m, spec in updated.model_limits.items()},
+    }
+    session.out.record(record, PROJECT_FIELDS)
+    return 0
+
+
+def parse_model_limits(values: list[str]) -> dict[str, LimitSpec]:
+    """``--model-limit MODEL:name=value`` options, grouped by model."""
+    grouped: dict[str, list[str]] = {}
+    for value in values:
+        model, sep, limit = value.partition(":")
+        if not sep or not model or not limit:
+            raise UsageError(
+                f"--model-limit {value!r}: use MODEL:name=value, e.g. gpt-4o:tokens_per_minute=9000"
+            )
+        grouped.setdefault(model, []).append(limit)
+    return {model: parse_limits(limits) for model, limits in grouped.items()}
 
 
 async def delete_project(session: Session, args: argparse.Namespace) -> int:
