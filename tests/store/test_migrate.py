@@ -27,6 +27,7 @@ TABLES = {
     "role_bindings",
     "service_accounts",
     "upstream_secrets",
+    "usage_records",
     "users",
 }
 

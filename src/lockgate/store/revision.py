@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-HEAD_REVISION = "0003_limits_idempotency"
+HEAD_REVISION = "0004_usage_ledger"
 
 
 def revision_of(connection: Connection) -> str | None:

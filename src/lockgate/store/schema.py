@@ -30,6 +30,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Double,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -279,4 +280,42 @@ idempotency_records = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Index("ix_idempotency_records_expires_at", "expires_at"),
+)
+
+# The usage ledger (0004): one row per request, written by the metering flusher.
+# ``record_id`` is the idempotency key (a re-sent journal entry is skipped, never
+# counted twice); no foreign keys, as in the audit log: billing history outlives
+# the keys, projects and organisations it names. Costs are integer micro-units.
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("record_id", Text, primary_key=True),
+    Column("request_id", Text, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("organization_id", Text, nullable=True),
+    Column("project_id", Text, nullable=True),
+    Column("api_key_id", Text, nullable=True),
+    Column("principal", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("model", Text, nullable=False),
+    Column("upstream_model", Text, nullable=True),
+    Column("deployment", Text, nullable=True),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("is_estimated", Boolean, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("error_code", Text, nullable=True),
+    Column("error_source", Text, nullable=True),
+    Column("ttft_ms", Double, nullable=True),
+    Column("total_ms", Double, nullable=True),
+    Column("is_stream", Boolean, nullable=False),
+    Column("is_client_disconnected", Boolean, nullable=False),
+    Column("price_id", Text, nullable=True),
+    Column("currency", Text, nullable=True),
+    Column("cost_micros", BigInteger, nullable=False),
+    # Reports read one organisation's time range (or, deployment-wide, all of one).
+    Index("ix_usage_records_organization_id_occurred_at", "organization_id", "occurred_at"),
+    Index("ix_usage_records_occurred_at", "occurred_at"),
 )

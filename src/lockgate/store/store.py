@@ -44,6 +44,7 @@ from lockgate.store.repositories import (
     RoleBindings,
     ServiceAccounts,
     UpstreamSecrets,
+    UsageRecords,
     Users,
 )
 from lockgate.store.revision import HEAD_REVISION, revision_of
@@ -62,6 +63,7 @@ class Repositories:
         self.upstream_secrets = UpstreamSecrets(connector)
         self.audit = AuditLog(connector)
         self.idempotency = IdempotencyRecords(connector)
+        self.usage = UsageRecords(connector)
 
 
 class Transaction(Repositories):

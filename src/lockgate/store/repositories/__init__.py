@@ -13,6 +13,7 @@ from lockgate.store.repositories.upstream_secrets import (
     UpstreamSecretInfo,
     UpstreamSecrets,
 )
+from lockgate.store.repositories.usage import UsageRecords
 
 __all__ = [
     "ApiKeys",
@@ -26,5 +27,6 @@ __all__ = [
     "UpstreamSecret",
     "UpstreamSecretInfo",
     "UpstreamSecrets",
+    "UsageRecords",
     "Users",
 ]

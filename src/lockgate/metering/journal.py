@@ -1,0 +1,400 @@
+"""The durable local journal: where a usage record lives until the store has it.
+
+The request path must not wait for a disk, so ``append`` only puts the item on
+an in-memory queue (a ``deque``: its appends and pops are atomic under the GIL)
+and wakes the journal's own thread. That thread encodes what has queued up as
+JSON — one entry per group of up to ``MAX_ITEMS_PER_ENTRY`` items, not one per
+item, which makes journalling cost about 0.3 µs per item — and commits it to a
+SQLite file in WAL mode with ``synchronous=FULL``: one transaction, one fsync,
+per group, at most once per ``commit_interval_s``.
+
+Durability, exactly:
+- An item is durable once the group commit that holds it has returned; from
+  then on it survives SIGKILL, an OS crash and power loss (the WAL was fsynced).
+  ``durable`` counts such items in append order, and ``await sync()`` returns
+  once everything appended before the call is durable.
+- Items appended but not yet committed are in process memory only: lost if the
+  process dies. That window is ``commit_interval_s`` plus the commit that takes
+  them (an fsync: ~0.2 ms on the reference VM), so about 5-6 ms by default,
+  longer only while the disk is slow or failing. Callers that must
+  not answer before the record is durable await ``sync()``; the data plane
+  deliberately does not.
+- A commit that fails (disk full, I/O error) is retried with back-off and logged,
+  the group kept in memory; ``commit_failures`` counts the attempts.
+
+Entries leave the journal only through ``JournalReader.mark_flushed``, which the
+flusher calls after the store committed them, so whatever is still in the file
+at start-up is exactly what the store may not have yet, and is re-sent. Each
+item's record id is derived from the journal's random id, the entry's sequence
+number (``AUTOINCREMENT``: never reused) and the item's place in the entry, so
+a re-sent item carries the same id and the store's ``ON CONFLICT DO NOTHING``
+drops the copy.
+
+One process appends to a journal at a time (an ``flock`` on ``<path>.lock``
+enforces it; the kernel releases it when the process dies), so each gateway
+worker needs a journal file of its own. Readers need no lock: SQLite serialises
+the reader's deletes against the writer's commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+MAX_ITEMS_PER_ENTRY: Final = 1000  # bounds one entry's size, and so a flusher batch's
+_BUSY_TIMEOUT_MS = 10_000
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # ``items``: how many items ``payload`` (a JSON array) holds, readable without decoding it.
+    "CREATE TABLE IF NOT EXISTS entries "
+    "(seq INTEGER PRIMARY KEY AUTOINCREMENT, items INTEGER NOT NULL, payload BLOB NOT NULL)",
+    # Items the store refuses as invalid: kept (never silently dropped) for an operator.
+    "CREATE TABLE IF NOT EXISTS quarantine (record_id TEXT PRIMARY KEY, item BLOB NOT NULL, "
+    "reason TEXT NOT NULL, at REAL NOT NULL)",
+)
+
+
+class JournalBusy(RuntimeError):
+    """Another process is appending to this journal file."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One group commit's items (or part of one), as the reader found it."""
+
+    seq: int
+    record_ids: list[str]
+    items: list[Any]  # the items as appended (JSON values), in order; empty if unreadable
+
+
+def connect(path: Path, *, is_durable: bool) -> sqlite3.Connection:
+    """A connection in WAL mode, autocommit (transactions are explicit BEGIN/COMMIT).
+
+    ``is_durable``: ``synchronous=FULL`` (fsync the WAL on every commit) for the
+    appender; the reader's deletes use NORMAL, since losing one only means a
+    re-send that the store drops as a duplicate.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # usage is tenant data
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if is_durable else 'NORMAL'}")
+    return conn
+
+
+def _journal_id(conn: sqlite3.Connection) -> str:
+    """The journal's random id, created with the file; part of every record id."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
+        if row is None:
+            journal_id = secrets.token_hex(8)
+            conn.execute("INSERT INTO meta VALUES ('journal_id', ?)", (journal_id,))
+        else:
+            journal_id = str(row[0])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return journal_id
+
+
+def record_id(journal_id: str, seq: int, index: int) -> str:
+    """The ledger id of item ``index`` of entry ``seq``: unique, and the same on every read."""
+    return f"ur_{journal_id}_{seq}_{index}"
+
+
+def _valid_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+class Journal:
+    """Appends JSON-serialisable items (the metering ``capture`` lists) durably, in groups.
+
+    ``append`` must be called from one thread (the event loop's); ``sync`` from
+    that loop.
+    """
+
+    def __init__(self, path: Path, *, commit_interval_s: float = 0.005) -> None:
+        self.path = path
+        self._interval_s = commit_interval_s
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._is_stopping = False
+        self._thread: threading.Thread | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.journal_id = ""
+        # Counters, for metrics and for ``sync``.
+        self.appended = 0
+        self.durable = 0
+        self.commit_failures = 0
+        self.encode_failures = 0
+        self.dropped_after_close = 0
+
+    def open(self) -> None:
+        """Take the journal's lock, create its tables, start the journal thread.
+
+        Call from the event loop that will call ``sync``. Raises ``JournalBusy``
+        if another process holds the journal, ``sqlite3.Error``/``OSError`` if the
+        file cannot be opened.
+        """
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock_file = open(self.path.with_name(self.path.name + ".lock"), "ab")  # noqa: SIM115
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            lock_file.close()
+            raise JournalBusy(f"{self.path} is in use by another process") from error
+        self._lock_file = lock_file
+        conn = connect(self.path, is_durable=True)
+        try:
+            self.journal_id = _journal_id(conn)
+        finally:
+            conn.close()
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="usage-journal", daemon=True)
+        self._thread.start()
+
+    def append(self, item: Any) -> None:
+        """Queue ``item`` for the next group commit. Never blocks, never raises."""
+        if self._is_stopping:
+            self.dropped_after_close += 1
+            if self.dropped_after_close == 1:  # once: the counter has the rest
+                log.error("usage journal %s is closed: records settled now are lost", self.path)
+            return
+        self._queue.append(item)
+        self.appended += 1
+        # A lost wake-up is impossible: the thread clears the event before it
+        # drains, so an item queued after the drain finds the event clear and sets it.
+        if not self._wake.is_set():
+            self._wake.set()
+
+    async def sync(self) -> None:
+        """Return once every item appended before the call is durable."""
+        target = self.appended
+        if self.durable >= target:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Register first, then re-check: the journal thread bumps ``durable`` before it
+        # looks for waiters, so one of the two sides always sees the other.
+        self._waiters.append((target, future))
+        if self.durable >= target:
+            self._release_waiters()
+        await future
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Commit what is queued, stop the thread, release the lock. Blocks: call it
+        through ``asyncio.to_thread``. Items appended afterwards are dropped (counted)."""
+        self._is_stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("usage journal %s: the final commit did not finish in time", self.path)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    # -- the journal thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = connect(self.path, is_durable=True)
+        last_commit = 0.0
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                is_stopping = self._is_stopping
+                pause = self._interval_s - (time.monotonic() - last_commit)
+                if pause > 0 and not is_stopping:
+                    time.sleep(pause)  # let a group gather: at most one fsync per interval
+                count = len(self._queue)
+                if count:
+                    last_commit = time.monotonic()
+                    self._commit_group(conn, count, give_up=is_stopping)
+                if is_stopping and not self._queue:
+                    return
+        finally:
+            conn.close()
+
+    def _commit_group(self, conn: sqlite3.Connection, count: int, *, give_up: bool) -> None:
+        batch = [self._queue.popleft() for _ in range(count)]
+        try:
+            rows = []
+            for start in range(0, count, MAX_ITEMS_PER_ENTRY):
+                items, payload = self._encode(batch[start : start + MAX_ITEMS_PER_ENTRY])
+                rows.append((items, payload))
+            self._commit(conn, rows, give_up=give_up)
+        except Exception:
+            # Not a disk error (those are retried): a bug. Keep the thread alive.
+            log.exception("usage journal %s: %d records lost", self.path, count)
+        self.durable += count
+        if self._waiters and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._loop.call_soon_threadsafe(self._release_waiters)
+
+    def _encode(self, items: list[Any]) -> tuple[int, bytes]:
+        try:
+            return len(items), orjson.dumps(items)
+        except TypeError:
+            pass
+        # Some item is not JSON: text that is not valid Unicode (a lone surrogate, which
+        # Python's json accepts, e.g. in a JWT claim) is kept with U+FFFD in its place;
+        # anything else is a bug upstream of the journal, and only that item is lost.
+        encoded = []
+        for item in items:
+            try:
+                encoded.append(orjson.dumps(item))
+                continue
+            except TypeError:
+                pass
+            try:
+                encoded.append(orjson.dumps([_valid_text(value) for value in item]))
+            except TypeError:
+                self.encode_failures += 1
+                log.exception("usage journal: a record could not be encoded and is lost")
+        return len(encoded), b"[" + b",".join(encoded) + b"]"
+
+    def _commit(
+        self, conn: sqlite3.Connection, rows: list[tuple[int, bytes]], *, give_up: bool
+    ) -> None:
+        delay_s = 0.05
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany("INSERT INTO entries (items, payload) VALUES (?, ?)", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                return
+            except sqlite3.Error as error:
+                self.commit_failures += 1
+                if give_up and time.monotonic() > deadline:
+                    log.error(
+                        "usage journal %s: %d records lost at shutdown: %s",
+                        self.path,
+                        len(rows),
+                        error,
+                    )
+                    return
+                log.error(
+                    "usage journal %s: commit failed (%s); retrying in %.2f s",
+                    self.path,
+                    error,
+                    delay_s,
+                )
+                time.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+
+    def _release_waiters(self) -> None:
+        durable = self.durable
+        waiting = []
+        for target, future in self._waiters:
+            if target <= durable:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((target, future))
+        self._waiters = waiting
+
+
+class JournalReader:
+    """The flusher's side of a journal: read pending entries, remove flushed ones.
+
+    Not thread-safe: use it from one thread at a time (the flusher's executor).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = connect(path, is_durable=False)
+        self.journal_id = _journal_id(self._conn)
+
+    def pending(self, max_items: int) -> list[JournalEntry]:
+        """The oldest entries not yet flushed, in order: whole entries, at least one, and
+        no more than fit in ``max_items`` items after the first."""
+        chosen: list[int] = []
+        total = 0
+        sizes = self._conn.execute(
+            "SELECT seq, items FROM entries ORDER BY seq LIMIT ?", (max_items + 1,)
+        ).fetchall()
+        for seq, items in sizes:
+            if chosen and total + items > max_items:
+                break
+            chosen.append(seq)
+            total += items
+        if not chosen:
+            return []
+        rows = self._conn.execute(
+            "SELECT seq, payload FROM entries WHERE seq BETWEEN ? AND ? ORDER BY seq",
+            (chosen[0], chosen[-1]),
+        )
+        return [self._read(seq, payload) for seq, payload in rows]
+
+    def _read(self, seq: int, payload: bytes) -> JournalEntry:
+        try:
+            items = orjson.loads(payload)
+            if not isinstance(items, list):
+                raise TypeError("not a list")
+        except (orjson.JSONDecodeError, TypeError) as error:
+            # Only a corrupted file can do this (SQLite checksums nothing): say so, go on.
+            log.error("usage journal %s: entry %d is unreadable (%s)", self.path, seq, error)
+            self.quarantine(record_id(self.journal_id, seq, 0), payload, f"unreadable: {error}")
+            items = []
+        ids = [record_id(self.journal_id, seq, index) for index in range(len(items))]
+        return JournalEntry(seq, ids, items)
+
+    def count(self) -> int:
+        """Items not yet flushed."""
+        row = self._conn.execute("SELECT coalesce(sum(items), 0) FROM entries").fetchone()
+        return int(row[0])
+
+    def entries(self) -> int:
+        """Entries (group commits) not yet flushed: a cheap backlog gauge."""
+        row = self._conn.execute("SELECT count(*) FROM entries").fetchone()
+        return int(row[0])
+
+    def mark_flushed(self, up_to_seq: int) -> None:
+        """Forget every entry up to ``up_to_seq``: the store has committed them."""
+        self._conn.execute("DELETE FROM entries WHERE seq <= ?", (up_to_seq,))
+
+    def quarantine(self, record_id: str, item: bytes, reason: str) -> None:
+        """Keep an item the store refuses for an operator; its entry is then flushed
+        with the rest (``mark_flushed``), so the item no longer blocks the journal."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?)",
+            (record_id, item, reason, time.time()),
+        )
+
+    def quarantined(self) -> int:
+        row = self._conn.execute("SELECT count(*) FROM quarantine").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._conn.close()
