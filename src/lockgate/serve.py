@@ -26,11 +26,13 @@ from lockgate.dataplane.app import DataPlane, render_rejection
 from lockgate.dataplane.pipeline.admit import Admitter
 from lockgate.dataplane.pipeline.authenticate import Authenticator
 from lockgate.dataplane.pipeline.authorize import Authorizer
-from lockgate.dataplane.pipeline.settle import Settler
+from lockgate.dataplane.pipeline.settle import Settler, Settlers
 from lockgate.http.server import HttpServer
+from lockgate.observability.node import prepare_directory
 from lockgate.services import (
     Services,
     ensure_data_dir,
+    metrics_directory,
     prepare_database,
     prepare_database_in_child,
     resolve_pepper,
@@ -66,6 +68,7 @@ class Gateway:
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
         admitter: Admitter | None = None,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.dataplane = DataPlane(
@@ -74,6 +77,7 @@ class Gateway:
             authenticator=authenticator,
             authorizer=authorizer,
             admitter=admitter,
+            on_request=on_request,
         )
         self.server = HttpServer(
             self.dataplane.handle,
@@ -107,6 +111,7 @@ async def run_gateway(
     on_ready: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
     serve_admin: bool = True,
+    worker_index: int = 0,
 ) -> int:
     """Serve with the full control plane until ``stop`` (or SIGTERM/SIGINT), then drain.
 
@@ -115,7 +120,7 @@ async def run_gateway(
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    services = await Services.start(config)
+    services = await Services.start(config, worker_index=worker_index)
     admin: AdminServer | None = None
     admin_task: asyncio.Task[None] | None = None
     try:
@@ -124,12 +129,17 @@ async def run_gateway(
 
             admin = AdminServer(services.admin_app(), config.server.host, config.server.admin_port)
             admin_task = loop.create_task(admin.serve())
+        telemetry = services.telemetry
         gateway = Gateway(
             config,
+            settler=Settlers(*services.settlers),
             authenticator=services.authenticator,
             authorizer=services.authorizer,
             admitter=services.admitter,
+            on_request=telemetry.metrics.request_started,
         )
+        telemetry.start()
+        snapshots = loop.create_task(telemetry.node.run())
         port = await gateway.start(reuse_port=reuse_port)
         # Everything built so far lives as long as the process: move it out of the
         # cyclic GC's reach, so collections walk only per-request garbage.
@@ -142,6 +152,11 @@ async def run_gateway(
             on_ready(port)
         await stop.wait()
         await gateway.stop()
+        # After the drain: the final snapshot and log lines hold every request served.
+        snapshots.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await snapshots
+        telemetry.close()
     finally:
         if admin is not None and admin_task is not None:
             admin.stop()
@@ -226,7 +241,12 @@ def _worker(config: RuntimeConfig, index: int, ready: multiprocessing.synchroniz
         # Now a SIGTERM that came during start-up is delivered, and drains normally.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         return await run_gateway(
-            config, reuse_port=True, on_ready=on_ready, stop=stop, serve_admin=index == 0
+            config,
+            reuse_port=True,
+            on_ready=on_ready,
+            stop=stop,
+            serve_admin=index == 0,
+            worker_index=index,
         )
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -240,6 +260,9 @@ def _supervise(config: RuntimeConfig, workers: int) -> int:
     A worker that exits before it was ready (cannot bind, bad credentials file,
     ...) fails the whole command rather than being restarted forever.
     """
+    directory = metrics_directory(config)
+    if directory is not None:
+        prepare_directory(directory)  # workers of this run start their totals from zero
     context = multiprocessing.get_context("fork")
     processes: dict[int, tuple[multiprocessing.process.BaseProcess, Any]] = {}
     stopping = False

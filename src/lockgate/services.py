@@ -7,6 +7,7 @@ and ``close`` releases them in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lockgate.admission.admitter import LimitAdmitter
 from lockgate.admission.limiter import Limiter
@@ -32,8 +33,15 @@ from lockgate.dataplane.pipeline.authenticate import (
     CredentialAuthenticator,
 )
 from lockgate.dataplane.pipeline.authorize import Authorizer, PolicyAuthorizer
+from lockgate.dataplane.pipeline.settle import Settler
 from lockgate.invalidation.build import build_bus
 from lockgate.invalidation.bus import InvalidationBus
+from lockgate.metering.ledger import UsageLedger
+from lockgate.metering.pricing import PriceCatalogue
+from lockgate.observability.access_log import AccessLog
+from lockgate.observability.admission_metrics import AdmissionCollector, LimiterHealth
+from lockgate.observability.metrics import GatewayMetrics
+from lockgate.observability.node import NodeMetrics
 from lockgate.store.database import default_url
 from lockgate.store.errors import StoreError
 from lockgate.store.key_lookup import StoreKeyLookup
@@ -135,9 +143,12 @@ class Services:
     actions: AdminActions
     jwt: JwtVerifier | None
     admitter: Admitter
+    telemetry: Telemetry
+    ledger: UsageLedger | None = None
 
     @classmethod
-    async def start(cls, config: RuntimeConfig) -> Services:
+    async def start(cls, config: RuntimeConfig, *, worker_index: int = 0) -> Services:
+        """``worker_index`` names this worker's usage journal, stable across restarts."""
         keyring = load_keyring()
         store = await Store.open(database_url(config))
         try:
@@ -162,21 +173,112 @@ class Services:
         )
         actions = AdminActions(store, bus, pepper, keyring)
         admitter = build_admitter(config)
+        telemetry = Telemetry.build(config, admitter)
+        ledger = None
+        if config.metering.enabled:
+            ledger = UsageLedger(
+                Path(config.server.data_dir) / "usage" / f"journal-{worker_index}.db",
+                store.usage,
+                PriceCatalogue(config.metering.prices),
+            )
+            try:
+                await ledger.start()  # re-sends whatever a previous run left in the journal
+            except BaseException:
+                await bus.close()
+                await store.close()
+                raise
         return cls(
-            store, bus, cache, pepper, authenticator, PolicyAuthorizer(), actions, jwt, admitter
+            store,
+            bus,
+            cache,
+            pepper,
+            authenticator,
+            PolicyAuthorizer(),
+            actions,
+            jwt,
+            admitter,
+            telemetry,
+            ledger,
         )
 
     def admin_app(self) -> FastAPI:
         # Imported here: the admin framework costs every CLI command ~0.3 s otherwise.
         from lockgate.controlplane.admin import create_admin_app
 
-        return create_admin_app(self.store, self.actions, self.authenticator, self.jwt)
+        return create_admin_app(
+            self.store, self.actions, self.authenticator, self.jwt, self.telemetry.render_metrics
+        )
+
+    @property
+    def settlers(self) -> tuple[Settler, ...]:
+        """Billing first: a failing metrics or log settler never costs a usage record."""
+        ledger: tuple[Settler, ...] = (self.ledger,) if self.ledger is not None else ()
+        return (*ledger, *self.telemetry.settlers)
 
     async def close(self) -> None:
+        """After the data plane drained: the ledger commits and flushes what it holds."""
+        if self.ledger is not None:
+            await self.ledger.close()
         if isinstance(self.admitter, LimitAdmitter):
             await self.admitter.close()
         await self.bus.close()
         await self.store.close()
+
+
+def metrics_directory(config: RuntimeConfig) -> Path | None:
+    """Where workers share metric snapshots (one process needs none)."""
+    if config.server.workers <= 1:
+        return None
+    return Path(config.server.data_dir) / "metrics"
+
+
+@dataclass
+class Telemetry:
+    """Metrics and the access log of one worker: settlers for the pipeline, a page to scrape."""
+
+    metrics: GatewayMetrics
+    node: NodeMetrics
+    access_log: AccessLog | None
+
+    @classmethod
+    def build(cls, config: RuntimeConfig, admitter: Admitter) -> Telemetry:
+        settings = config.observability
+        metrics = GatewayMetrics(
+            models=[m.name for m in config.models],
+            deployments=[d.name for m in config.models for d in m.deployments],
+            by_project=settings.metrics_by_project,
+            max_projects=settings.max_projects,
+        )
+        access_log = AccessLog(settings.access_log) if settings.access_log else None
+        if isinstance(admitter, LimitAdmitter):
+            limiter = admitter.limiter
+            # Only the shared (Redis) limiter has a backend that can fail.
+            health = (
+                cast("LimiterHealth", limiter) if hasattr(limiter, "backend_failures") else None
+            )
+            metrics.add_collector(AdmissionCollector(admitter, health, admitter.gates))
+        else:
+            metrics.add_collector(AdmissionCollector())
+        if access_log is not None:
+            metrics.add_collector(access_log)
+        return cls(metrics, NodeMetrics(metrics, metrics_directory(config)), access_log)
+
+    @property
+    def settlers(self) -> tuple[Settler, ...]:
+        return (self.metrics,) if self.access_log is None else (self.metrics, self.access_log)
+
+    def start(self) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
+
+    def close(self) -> None:
+        """After draining: the access log writes what is left."""
+        if self.access_log is not None:
+            self.access_log.close()
+
+    async def render_metrics(self) -> tuple[str, bytes]:
+        # Reading the other workers' snapshots takes milliseconds: off the event loop.
+        return await asyncio.to_thread(self.node.render)
 
 
 def build_admitter(config: RuntimeConfig) -> Admitter:

@@ -82,6 +82,14 @@ class LimitAdmitter:
         """Per saturated model: queue and slot counters."""
         return {name: gate.stats for name, gate in self._gates.items() if gate is not None}
 
+    def gates(self) -> dict[str, CapacityGate]:
+        """The capacity gates in use, by model name (for the in-flight and queue gauges)."""
+        return {name: gate for name, gate in self._gates.items() if gate is not None}
+
+    @property
+    def limiter(self) -> Limiter:
+        return self._limiter
+
     async def admit(self, ctx: RequestContext) -> Ticket:
         model = ctx.model
         assert model is not None

@@ -18,11 +18,14 @@ from lockgate.config.spec import (
     AdmissionSpec,
     AuthSpec,
     GatewaySpec,
+    MeteringSpec,
+    ObservabilitySpec,
     Pricing,
     SecretRef,
     ServerSpec,
     Timeouts,
 )
+from lockgate.routing.spec import FallbackSpec, ModelRoutingSpec, RoutingSpec, merge_routing
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class DeploymentTarget:
     forward_headers: frozenset[bytes]
     forward_header_prefixes: tuple[bytes, ...]
     capacity: int | None = None
+    weight: float = 1.0
 
     @property
     def origin_key(self) -> tuple[str, str, int]:
@@ -60,6 +64,10 @@ class ModelEntry:
     tags: frozenset[tuple[str, str]] = frozenset()
     limits: LimitSpec = NO_LIMITS
     pricing: Pricing | None = None
+    # Routing settings already merged over routing.defaults.
+    routing: ModelRoutingSpec = field(default_factory=ModelRoutingSpec)
+    # Fallback models in order, by their canonical names (aliases resolved).
+    fallbacks: tuple[FallbackSpec, ...] = ()
 
     @property
     def capacity(self) -> int | None:
@@ -81,11 +89,15 @@ class RuntimeConfig:
     redis_url: str | None = None
     redis_key_prefix: str = "lockgate:"
     admission: AdmissionSpec = field(default_factory=AdmissionSpec)
+    observability: ObservabilitySpec = field(default_factory=ObservabilitySpec)
+    metering: MeteringSpec = field(default_factory=MeteringSpec)
+    routing: RoutingSpec = field(default_factory=RoutingSpec)
 
 
 def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
     problems: list[str] = []
     models = []
+    canonical = {name: m.name for m in spec.models for name in (m.name, *m.aliases)}
     for m_index, model in enumerate(spec.models):
         model_timeouts = _merge(spec.timeouts, model.timeouts)
         targets = []
@@ -117,6 +129,7 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
                     forward_headers=exact,
                     forward_header_prefixes=prefixes,
                     capacity=dep.capacity,
+                    weight=dep.weight,
                 )
             )
         models.append(
@@ -127,6 +140,10 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
                 frozenset(model.tags.items()),
                 limits=model.limits,
                 pricing=model.pricing,
+                routing=merge_routing(spec.routing.defaults, model.routing),
+                fallbacks=tuple(
+                    f.model_copy(update={"model": canonical[f.model]}) for f in model.fallbacks
+                ),
             )
         )
     if problems:
@@ -141,6 +158,9 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
         redis_url=spec.redis.url,
         redis_key_prefix=spec.redis.key_prefix,
         admission=spec.admission,
+        observability=spec.observability,
+        metering=spec.metering,
+        routing=spec.routing,
     )
 
 

@@ -10,6 +10,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lockgate.admission.spec import NO_LIMITS, FailurePolicy, LimitSpec
+from lockgate.metering.pricing import PriceEntry
+from lockgate.routing.spec import FallbackSpec, ModelRoutingSpec, RoutingSpec
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _HEADER_PATTERN = re.compile(r"^[a-z0-9-]+\*?$")
@@ -50,6 +52,9 @@ class DeploymentSpec(Strict):
     # Requests this replica serves at once. When every deployment of a model sets it,
     # requests beyond the total wait in the admission queue instead of piling on.
     capacity: Annotated[int, Field(ge=1)] | None = None
+    # Share of traffic under weighted_random (relative to the model's other deployments),
+    # and of keys under cache_affinity.
+    weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
 
     @field_validator("base_url")
     @classmethod
@@ -86,6 +91,10 @@ class ModelSpec(Strict):
     # Limits on the model as a whole, shared by every caller.
     limits: LimitSpec = NO_LIMITS
     pricing: Pricing | None = None
+    # Strategy, retries, health: merged field by field over routing.defaults.
+    routing: ModelRoutingSpec | None = None
+    # Other models to try, in order, when this one cannot answer (docs/routing.md).
+    fallbacks: list[FallbackSpec] = []
     deployments: Annotated[list[DeploymentSpec], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -234,6 +243,21 @@ class AdmissionSpec(Strict):
     queue: QueueSpec = QueueSpec()
 
 
+class MeteringSpec(Strict):
+    # The usage ledger: one record per request, journalled locally, flushed to the store.
+    enabled: bool = True
+    # Price versions (effective-dated); see docs/metering.md.
+    prices: list[PriceEntry] = []
+
+
+class ObservabilitySpec(Strict):
+    # One JSON line per request: "-" for stdout, a file path, or null for none.
+    access_log: str | None = "-"
+    # A project label on request and token counters (bounded: beyond the cap, "other").
+    metrics_by_project: bool = False
+    max_projects: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
 class GatewaySpec(Strict):
     server: ServerSpec = ServerSpec()
     database: DatabaseSpec = DatabaseSpec()
@@ -241,6 +265,9 @@ class GatewaySpec(Strict):
     auth: AuthSpec = AuthSpec()
     timeouts: Timeouts = Timeouts()
     admission: AdmissionSpec = AdmissionSpec()
+    routing: RoutingSpec = RoutingSpec()
+    observability: ObservabilitySpec = ObservabilitySpec()
+    metering: MeteringSpec = MeteringSpec()
     models: list[ModelSpec] = []
 
     @model_validator(mode="after")
@@ -254,4 +281,19 @@ class GatewaySpec(Strict):
                         f"and {model.name!r}"
                     )
                 seen[name] = model.name
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_exist(self) -> GatewaySpec:
+        names = {name: m.name for m in self.models for name in (m.name, *m.aliases)}
+        for model in self.models:
+            for fallback in model.fallbacks:
+                target = names.get(fallback.model)
+                if target is None:
+                    raise ValueError(
+                        f"model {model.name!r} falls back to {fallback.model!r}, "
+                        "which is not a model name or alias"
+                    )
+                if target == model.name:
+                    raise ValueError(f"model {model.name!r} cannot fall back to itself")
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from lockgate.config import RuntimeConfig
 from lockgate.dataplane import pipeline
@@ -21,8 +22,8 @@ from lockgate.dataplane.pipeline import Stages
 from lockgate.dataplane.pipeline.admit import AdmitAll, Admitter
 from lockgate.dataplane.pipeline.authenticate import AnonymousAuthenticator, Authenticator
 from lockgate.dataplane.pipeline.authorize import AllowAll, Authorizer
-from lockgate.dataplane.pipeline.forward import Forwarder
-from lockgate.dataplane.pipeline.route import RoundRobinRouter
+from lockgate.dataplane.pipeline.forward import Forwarder, HttpProbe
+from lockgate.dataplane.pipeline.route import BalancingRouter
 from lockgate.dataplane.pipeline.settle import Settler, UsageTotals
 from lockgate.dataplane.response_headers import error_headers, send_error
 from lockgate.dataplane.upstreams import Upstreams
@@ -73,10 +74,14 @@ class DataPlane:
         authenticator: Authenticator | None = None,
         authorizer: Authorizer | None = None,
         admitter: Admitter | None = None,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        # Told of every request entering the pipeline (the in-flight gauge).
+        self._on_request = on_request
         self.upstreams = Upstreams(config)
-        self.router = RoundRobinRouter(config)
+        self.router = BalancingRouter(config, probe=HttpProbe(self.upstreams))
+        self.router.start()  # active health checks, if any model configures them
         self.settler: Settler = settler if settler is not None else UsageTotals()
         self.stages = Stages(
             authenticator=authenticator or AnonymousAuthenticator(),
@@ -117,6 +122,8 @@ class DataPlane:
             if operation is Operation.PASSTHROUGH
             else read_inference_request
         )
+        if self._on_request is not None:
+            self._on_request()
         await pipeline.run(self.stages, ctx, conn, reader)
 
     def _serve_static(self, request: HttpRequest, conn: Connection, request_id: str) -> None:
@@ -137,6 +144,7 @@ class DataPlane:
             send_error(conn, request_id, not_found)
 
     def close(self) -> None:
+        self.router.close()
         self.upstreams.close()
 
 

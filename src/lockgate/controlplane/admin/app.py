@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from lockgate import __version__
 from lockgate.controlplane.actions import AdminActions
@@ -26,12 +26,15 @@ from lockgate.dataplane.pipeline.authenticate import CredentialAuthenticator
 from lockgate.store.store import Store
 from lockgate.tenancy.jwt import JwtVerifier
 
+MetricsPage = Callable[[], Awaitable[tuple[str, bytes]]]
+
 
 def create_admin_app(
     store: Store,
     actions: AdminActions,
     keys: CredentialAuthenticator,
     jwt: JwtVerifier | None,
+    metrics: MetricsPage | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Lockgate admin API",
@@ -48,6 +51,17 @@ def create_admin_app(
     app.include_router(routes_keys.router, tags=["api keys"])
     app.include_router(routes_secrets.router, tags=["upstream secrets"])
     app.include_router(routes_audit.router, tags=["audit"])
+    if metrics is not None:
+        page = metrics
+
+        # Unauthenticated, like every Prometheus target: the admin port belongs on an
+        # internal network (see docs/operations.md); no tenant data is in the page
+        # unless observability.metrics_by_project is on.
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus_metrics() -> Response:
+            content_type, body = await page()
+            return Response(content=body, media_type=content_type)
+
     return app
 
 

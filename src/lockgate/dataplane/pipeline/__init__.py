@@ -53,9 +53,11 @@ async def run(
         stages.authorizer.authorize(ctx)
         ticket = await stages.admitter.admit(ctx)
         try:
-            ctx.deployment = stages.router.choose(ctx)
-            upstream = await stages.forwarder.forward(ctx)
-            await relay(ctx, upstream, conn, stages.max_response_bytes)
+            # Route, then forward: attempts, retries and fallbacks all happen before the
+            # first byte reaches the client; the deployment's lease ends with the relay.
+            plan = stages.router.plan(ctx)
+            with await stages.forwarder.forward(ctx, plan) as upstream:
+                await relay(ctx, upstream, conn, stages.max_response_bytes)
         finally:
             ticket.release(ctx)
     except GatewayError as error:

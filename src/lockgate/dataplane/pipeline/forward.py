@@ -1,4 +1,15 @@
-"""Stage 5 — forward: send the request to the chosen deployment, wait for its head.
+"""Stage 5 — forward: attempts, retries and fallbacks, until an upstream answers.
+
+One plain loop over the route plan (the model, then its fallbacks) and, within
+each model, over attempts: lease a deployment, send, wait for the head. A
+success returns at once; a failure is classified (``routing.retry``) and
+either ends the request or leads to another attempt — on another deployment
+where one exists, after back-off, within the attempt cap, the overall
+deadline and the model's retry budget.
+
+Everything here happens before the first byte reaches the client: the relay
+runs only after ``forward`` returned, so a stream that breaks later is never
+retried (it is reported in-band instead).
 
 Transport failures become gateway errors attributed to the upstream. An
 upstream error status is read (bounded) and raised as ``UpstreamHttpError``
@@ -7,55 +18,305 @@ so the client gets its meaning, its ``Retry-After``, and our error shape.
 
 from __future__ import annotations
 
+import asyncio
+import math
+from types import TracebackType
+
+from lockgate.config import DeploymentTarget
 from lockgate.dataplane.context import RequestContext
-from lockgate.dataplane.upstreams import Upstreams
-from lockgate.errors import UpstreamFailure, UpstreamTimedOut
-from lockgate.http.client import UpstreamError, UpstreamResponse, UpstreamTimeout
+from lockgate.dataplane.upstreams import UpstreamBinding, Upstreams
+from lockgate.errors import GatewayError, UpstreamFailure, UpstreamHttpError, UpstreamTimedOut
+from lockgate.http.client import Deadlines, UpstreamError, UpstreamResponse, UpstreamTimeout
+from lockgate.operations import Operation
 from lockgate.providers.openai_compat import upstream_error
+from lockgate.routing.errors import NoHealthyDeployment
+from lockgate.routing.member import Lease, Member, Outcome
+from lockgate.routing.pool import Pool, RoutePlan
+from lockgate.routing.retry import (
+    Failure,
+    RetryBudget,
+    backoff_s,
+    classify,
+    health_outcome,
+    retry_after_s,
+)
+from lockgate.routing.spec import FallbackSpec, HealthCheckSpec, RetrySpec
 
 _ERROR_BODY_LIMIT = 64 * 1024
+_PROBE_BODY_LIMIT = 64 * 1024
+
+
+class Exchange:
+    """The upstream response that won, and the lease on the deployment that sent it.
+
+    Used as ``with exchange as response: relay(...)``: leaving the block ends the
+    lease exactly once, with what the relay saw, so the deployment's outstanding
+    count, health and latency learn how the request went. Never swallows errors.
+    """
+
+    __slots__ = ("_ctx", "_loop", "lease", "response")
+
+    def __init__(
+        self,
+        ctx: RequestContext,
+        response: UpstreamResponse,
+        lease: Lease,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._ctx = ctx
+        self.response = response
+        self.lease = lease
+        self._loop = loop
+
+    def __enter__(self) -> UpstreamResponse:
+        return self.response
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        ctx = self._ctx
+        error = exc if exc is not None else ctx.error
+        if error is None:
+            outcome = Outcome.SUCCESS
+        elif isinstance(error, UpstreamFailure):
+            outcome = Outcome.FAILURE  # broke, stalled or garbled after the head
+        elif isinstance(error, GatewayError):
+            outcome = Outcome.SUCCESS  # the upstream did its part
+        else:
+            outcome = Outcome.NEUTRAL  # the client left: no verdict on the upstream
+        ttft_s = None
+        sent = ctx.upstream_sent_at
+        first = (ctx.first_byte_to_client_at if ctx.is_stream else None) or (
+            ctx.upstream_first_byte_at
+        )
+        if sent is not None and first:
+            ttft_s = first - sent
+        self.lease.end(outcome, self._loop.time(), ttft_s)
 
 
 class Forwarder:
     def __init__(self, upstreams: Upstreams) -> None:
         self._upstreams = upstreams
 
-    async def forward(self, ctx: RequestContext) -> UpstreamResponse:
-        """Return a response whose head is in and whose status is a success.
+    async def forward(self, ctx: RequestContext, plan: RoutePlan) -> Exchange:
+        """Return the exchange whose head is in and whose status is a success.
 
-        The caller owns the returned response and must ``release()`` or ``abort()`` it.
+        Sets ``ctx.model`` (a fallback, if one served) and ``ctx.deployment``. The
+        caller owns the exchange and must leave its ``with`` block after relaying.
+        Raises the last upstream error when every allowed attempt failed, or
+        ``NoHealthyDeployment`` when there was nothing to attempt.
         """
-        deployment = ctx.deployment
-        assert deployment is not None
-        binding = self._upstreams.binding(deployment)
-        data = binding.template.build(
-            operation=ctx.operation,
-            client_path=ctx.http.path,
-            body=ctx.body,
-            raw_body=ctx.http.body,
-            is_stream=ctx.is_stream,
-            request_id=ctx.request_id,
-            client_headers=ctx.http.headers,
+        loop = asyncio.get_running_loop()
+        budget = plan.budget
+        budget.record_request(loop.time())
+        path = ctx.http.path if ctx.operation is Operation.PASSTHROUGH else None
+        error: GatewayError | None = None  # the last failed attempt's error
+        last: Failure | None = None  # and what it allows
+        unavailable: NoHealthyDeployment | None = None
+        needs_larger_context = False
+        calls = 0
+        deadline = 0.0  # the first attempt's total deadline bounds every later one
+        for step in plan.steps:
+            pool = step.pool
+            if step.fallback is not None and (
+                not pool.serves(path) or not _accepts(step.fallback, needs_larger_context)
+            ):
+                continue
+            key = pool.key(ctx.http.headers, ctx.body) if pool.needs_key else None
+            retries = pool.spec.retries
+            tried: list[Member] = []
+            for _ in range(retries.max_attempts):
+                now = loop.time()
+                again = last is Failure.AGAIN and bool(tried)
+                lease = pool.choose(now, key, path=path, tried=tried, allow_same=again)
+                if lease is None:
+                    if not tried and unavailable is None:
+                        unavailable = _no_healthy(pool, now, path)
+                    break
+                if calls:  # a retry, or a fallback after failed calls
+                    assert error is not None
+                    wait_s = _retry_wait(lease, tried, now, calls, retries, last, deadline, budget)
+                    if wait_s == _FAIL_OVER:
+                        break
+                    if wait_s == _GIVE_UP:
+                        raise error
+                    if wait_s > 0:
+                        try:
+                            await asyncio.sleep(wait_s)
+                        except BaseException:
+                            lease.end(Outcome.NEUTRAL, loop.time())
+                            raise
+                calls += 1
+                ctx.model = pool.model
+                ctx.deployment = target = lease.target
+                binding = self._upstreams.binding(target)
+                data, deadlines = _request(ctx, binding, deadline - loop.time() if deadline else 0)
+                ctx.upstream_sent_at = loop.time()
+                ctx.upstream_first_byte_at = None
+                try:
+                    try:
+                        response = await binding.origin.send(data, deadlines)
+                    except UpstreamTimeout as exc:
+                        raise UpstreamTimedOut(f"{target.name}: {exc}", phase=exc.phase) from None
+                    except UpstreamError as exc:
+                        raise UpstreamFailure(f"{target.name}: {exc}") from None
+                    ctx.upstream_first_byte_at = response.first_byte_at
+                    if response.status >= 300:
+                        raise await _error_status(response)
+                except GatewayError as exc:
+                    now = loop.time()
+                    if not deadline:
+                        deadline = (ctx.upstream_sent_at or now) + target.timeouts.total_s
+                    _learn(pool, lease, exc, now)
+                    error = exc
+                    last = classify(exc, retries)
+                    if last is Failure.FINAL:
+                        raise
+                    if last is Failure.CONTEXT_OVERFLOW:
+                        needs_larger_context = True
+                        break
+                    tried.append(lease.member)
+                    continue
+                except BaseException:
+                    lease.end(Outcome.NEUTRAL, loop.time())
+                    raise
+                return Exchange(ctx, response, lease, loop)
+        if error is not None:
+            raise error
+        assert unavailable is not None
+        raise unavailable
+
+
+def _request(
+    ctx: RequestContext, binding: UpstreamBinding, remaining_s: float
+) -> tuple[bytes, Deadlines]:
+    """The attempt's bytes and deadlines. ``remaining_s`` (> 0 on retries) is what is
+    left of the first attempt's total deadline: retries never outlast it."""
+    data = binding.template.build(
+        operation=ctx.operation,
+        client_path=ctx.http.path,
+        body=ctx.body,
+        raw_body=ctx.http.body,
+        is_stream=ctx.is_stream,
+        request_id=ctx.request_id,
+        client_headers=ctx.http.headers,
+    )
+    deadlines = binding.deadlines
+    if remaining_s and remaining_s < deadlines.total_s:
+        deadlines = Deadlines(
+            deadlines.connect_s, deadlines.first_byte_s, deadlines.idle_s, max(0.001, remaining_s)
         )
-        origin = binding.origin
-        ctx.upstream_sent_at = origin.loop.time()
+    return data, deadlines
+
+
+async def _error_status(response: UpstreamResponse) -> UpstreamHttpError:
+    """Read an error answer (bounded) into our error shape; the connection is done after."""
+    try:
+        body = await response.read_body(_ERROR_BODY_LIMIT)
+    except UpstreamError:
+        body = b""
+        response.abort()
+    except BaseException:
+        response.abort()
+        raise
+    else:
+        response.release()
+    return upstream_error(response.status, response.headers, body)
+
+
+# What ``_retry_wait`` says besides a number of seconds.
+_FAIL_OVER = -1.0  # not on this model: let a fallback take it
+_GIVE_UP = -2.0  # not at all: the last error is the answer
+
+
+def _retry_wait(
+    lease: Lease,
+    tried: list[Member],
+    now: float,
+    calls: int,
+    retries: RetrySpec,
+    last: Failure | None,
+    deadline: float,
+    budget: RetryBudget,
+) -> float:
+    """Whether (and after how long) a retry on ``lease`` may go; ends the lease if not.
+
+    The hop to a larger context window after an overflow is routing, not a retry: it
+    spends no budget and waits for nothing. Returning to a deployment already tried
+    honours its Retry-After, or fails over when that is longer than we may wait.
+    """
+    is_free = last is Failure.CONTEXT_OVERFLOW
+    wait_s = 0.0 if is_free else backoff_s(calls, retries)
+    member = lease.member
+    if member in tried:
+        throttled_s = member.throttled_until - now
+        if throttled_s > retries.max_retry_after_s:
+            lease.end(Outcome.NEUTRAL, now)
+            return _FAIL_OVER
+        wait_s = max(wait_s, throttled_s)
+    if now + wait_s >= deadline or not (is_free or budget.try_spend(now)):
+        lease.end(Outcome.NEUTRAL, now)
+        return _GIVE_UP
+    return wait_s
+
+
+def _accepts(fallback: FallbackSpec | None, needs_larger_context: bool) -> bool:
+    """Whether a step may be tried: the model itself always; a fallback on its condition.
+    After a context overflow only fallbacks marked for it qualify (any other would
+    overflow too), for the rest of the request."""
+    if fallback is None:
+        return True
+    return fallback.on_context_overflow if needs_larger_context else fallback.on_failure
+
+
+def _learn(pool: Pool, lease: Lease, error: GatewayError, now: float) -> None:
+    """End a failed attempt's lease; a 429/503 with Retry-After also throttles the deployment."""
+    if isinstance(error, UpstreamHttpError) and error.status in (429, 503):
+        wait_s = retry_after_s(error)
+        if wait_s is not None:
+            pool.throttle(lease.member, wait_s, now)
+    lease.end(health_outcome(error), now)
+
+
+def _no_healthy(pool: Pool, now: float, path: str | None) -> NoHealthyDeployment:
+    back_in_s = max(1, math.ceil(pool.back_at(now, path) - now))
+    return NoHealthyDeployment(
+        f"No deployment of '{pool.model.name}' is healthy right now (ejected after "
+        f"failures, circuit open or failing health checks); retry in {back_in_s}s.",
+        headers=((b"retry-after", b"%d" % back_in_s),),
+    )
+
+
+class HttpProbe:
+    """Active health check over the deployment's own connection pool: GET ``path`` on
+    its origin (with its credentials); any 2xx within the timeout is healthy."""
+
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
+
+    async def __call__(self, deployment: DeploymentTarget, spec: HealthCheckSpec) -> bool:
+        binding = self._upstreams.binding(deployment)
+        request = b"GET %s HTTP/1.1\r\n%s\r\n" % (
+            spec.path.encode(),
+            binding.template.static_headers,
+        )
+        timeout_s = spec.timeout_s
         try:
-            response = await origin.send(data, binding.deadlines)
-        except UpstreamTimeout as exc:
-            raise UpstreamTimedOut(f"{deployment.name}: {exc}", phase=exc.phase) from None
-        except UpstreamError as exc:
-            raise UpstreamFailure(f"{deployment.name}: {exc}") from None
-        ctx.upstream_first_byte_at = response.first_byte_at
-        if response.status >= 300:
-            try:
-                body = await response.read_body(_ERROR_BODY_LIMIT)
-            except UpstreamError:
-                body = b""
-                response.abort()
-            except BaseException:
-                response.abort()
-                raise
-            else:
-                response.release()
-            raise upstream_error(response.status, response.headers, body)
-        return response
+            response = await binding.origin.send(
+                request, Deadlines(timeout_s, timeout_s, timeout_s, timeout_s)
+            )
+        except UpstreamError:
+            return False
+        try:
+            await response.read_body(_PROBE_BODY_LIMIT)
+        except UpstreamError:
+            response.abort()
+            return False
+        except BaseException:
+            response.abort()
+            raise
+        response.release()
+        return 200 <= response.status < 300

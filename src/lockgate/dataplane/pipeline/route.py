@@ -1,13 +1,26 @@
-"""Stage 4 — route: which model does the client mean, and which deployment serves it?"""
+"""Stage 4 — route: which model does the client mean, and where may its request go?
+
+``resolve`` names the model (before authorisation, so permissions are checked
+on the model actually asked for). ``plan`` hands the forward stage the
+model's ``RoutePlan``: its pool of deployments — each with live load, latency
+and health — then its fallbacks, and the retry budget. Choosing a deployment
+happens per attempt, in forward, because a retry must choose again.
+
+The domain (strategies, health, budgets) is ``lockgate.routing``; this module
+only adapts the request to it and owns its background work (active health
+checks), started and stopped with the data plane.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from lockgate.config import DeploymentTarget, ModelEntry, RuntimeConfig
+from lockgate.config import ModelEntry, RuntimeConfig
 from lockgate.dataplane.context import RequestContext
-from lockgate.errors import EndpointNotFound, ModelNotFound, NoDeploymentAvailable
+from lockgate.errors import EndpointNotFound, ModelNotFound
 from lockgate.operations import Operation
+from lockgate.routing.checks import HealthChecker, Probe
+from lockgate.routing.pool import RoutePlan, build_plans
 
 
 class Router(Protocol):
@@ -15,23 +28,36 @@ class Router(Protocol):
         """The model the client asked for; ``ModelNotFound`` if there is none."""
         ...
 
-    def choose(self, ctx: RequestContext) -> DeploymentTarget:
-        """The deployment to try for ``ctx.model``."""
+    def plan(self, ctx: RequestContext) -> RoutePlan:
+        """Where a request for ``ctx.model`` may go: its deployments, then its fallbacks."""
         ...
 
 
-class RoundRobinRouter:
-    """Rotates over a model's deployments (the baseline the routing issue improves on)."""
+class BalancingRouter:
+    """Resolves model names and keeps one route plan (pool + fallbacks) per model."""
 
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, *, probe: Probe | None = None) -> None:
         self._index = config.model_index
-        self._counters: dict[str, int] = {}
+        self._plans = build_plans(config.models, config.routing.retry_budget)
+        pools = [plan.pool for plan in self._plans.values()]
+        self.checker = HealthChecker(pools, probe) if probe is not None else None
         # Passthrough path -> the models that declare it, in config order.
         self._passthrough: dict[str, list[ModelEntry]] = {}
         for model in config.models:
             for path in sorted({p for d in model.deployments for p in d.passthrough}):
                 self._passthrough.setdefault(path, []).append(model)
 
+    # -- lifecycle (the data plane calls these inside its event loop) ------------------
+    def start(self) -> None:
+        """Start active health checks, for the models that configure them."""
+        if self.checker is not None:
+            self.checker.start()
+
+    def close(self) -> None:
+        if self.checker is not None:
+            self.checker.close()
+
+    # -- per request ---------------------------------------------------------------
     def serves_passthrough(self, path: str) -> bool:
         return path in self._passthrough
 
@@ -46,6 +72,15 @@ class RoundRobinRouter:
                 param="model",
             )
         return model
+
+    def plan(self, ctx: RequestContext) -> RoutePlan:
+        model = ctx.model
+        assert model is not None
+        return self._plans[model.name]
+
+    def plan_for(self, model_name: str) -> RoutePlan:
+        """A model's plan by name (operators' tools and tests look at its live state)."""
+        return self._plans[model_name]
 
     def _resolve_passthrough(self, ctx: RequestContext) -> ModelEntry:
         declaring = self._passthrough.get(ctx.http.path)
@@ -65,15 +100,3 @@ class RoundRobinRouter:
                 param="model",
             )
         return declaring[0]
-
-    def choose(self, ctx: RequestContext) -> DeploymentTarget:
-        model = ctx.model
-        assert model is not None
-        candidates = model.deployments
-        if ctx.operation is Operation.PASSTHROUGH:
-            candidates = tuple(d for d in candidates if ctx.http.path in d.passthrough)
-        if not candidates:
-            raise NoDeploymentAvailable(f"No deployment of '{model.name}' is available.")
-        turn = self._counters.get(model.name, 0)
-        self._counters[model.name] = turn + 1
-        return candidates[turn % len(candidates)]
