@@ -172,7 +172,9 @@ server:
   data_dir: {tmp / (variant + "-data")}
 auth:
   allow_anonymous: {"false" if auth else "true"}
-{redis if variant == "lockgate-redis" else ""}admission:
+{redis if variant == "lockgate-redis" else ""}observability:
+  access_log: null  # as nginx runs here (access_log off): compare like with like
+admission:
   # Several workers need Redis for exact limits; without it, measure without them.
   enabled: {"true" if workers == 1 or variant == "lockgate-redis" else "false"}
 models:
