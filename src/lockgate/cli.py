@@ -81,8 +81,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"invalid command-line option: {exc}", file=sys.stderr)
         return 2
     logging.getLogger().setLevel(runtime.server.log_level.upper())
+    from lockgate.metering.journal import JournalBusy
+
     try:
         return serve(runtime)
+    except JournalBusy as exc:  # another gateway serves from this data directory
+        print(
+            f"lockgate: cannot start: the usage journal {exc}; is another gateway using "
+            f"data_dir {runtime.server.data_dir}? Give each gateway its own.",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, StoreError) as exc:  # start-up problems an operator can fix
         print(f"lockgate: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -94,3 +94,45 @@ async def test_every_request_served_has_exactly_one_priced_record(
     failure = by_request[failed.headers["x-request-id"]]
     assert failure.status == failed.status
     assert failure.error_source == "upstream"
+
+
+async def test_a_second_gateway_on_the_same_data_dir_is_refused_with_a_clear_error(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    data_dir = tmp_path / "data"
+
+    def config(name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_bytes(
+            orjson.dumps(
+                {
+                    "server": {"host": "127.0.0.1", "port": free_port(), "data_dir": str(data_dir)},
+                    "auth": {"allow_anonymous": True},
+                    "models": [
+                        {"name": "m", "deployments": [{"name": "d", "base_url": sim.base_url}]}
+                    ],
+                }
+            )
+        )
+        return path
+
+    first = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lockgate", "serve", "--config", str(config("first")),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert first.stdout is not None
+        await asyncio.wait_for(first.stdout.readline(), 20)  # "lockgate listening on ..."
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "lockgate", "serve", "--config", str(config("second")),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert second.stderr is not None
+        code = await asyncio.wait_for(second.wait(), 20)
+        stderr = (await second.stderr.read()).decode()
+    finally:
+        first.terminate()
+        await asyncio.wait_for(first.wait(), 20)
+    assert code == 2
+    assert "is another gateway using data_dir" in stderr
+    assert "Traceback" not in stderr
