@@ -199,7 +199,7 @@ class LimitAdmitter:
             if decision.unavailable:
                 stats.unavailable += 1
             elif decision.denied_by is not None:
-                label = policy.labels[policy.limits.index(decision.denied_by)]
+                label = policy.label_of(decision.denied_by)
                 stats.refused[(label.scope, label.dimension)] += 1
             raise refusal(decision, policy)
         stats.admitted += 1
@@ -287,11 +287,9 @@ class _Reservation:
         if self.slot is not None:
             self.slot.release()
         used = actual_tokens(ctx.usage, ctx.upstream_sent_at is not None, self.reserved)
+        # Request and concurrency costs come out as reserved (1): a request admitted
+        # is spent, whatever happened next; tokens and spend follow real usage.
         actual = _costs(self.policy, used)
-        # Request counts are spent once admitted, whatever happened next.
-        for index, limit in enumerate(self.policy.limits):
-            if limit.kind is LimitKind.REQUESTS or limit.kind is LimitKind.CONCURRENCY:
-                actual[index] = self.costs[index]
         self.admitter.settle(self.policy, self.costs, actual, self.lease_id)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from lockgate.admission.limiter import Decision, Limit, LimitKind, LimitState
+from lockgate.admission.limiter import Decision, LimitKind, LimitState
 from lockgate.admission.policy import CompiledPolicy, LimitLabel
 from lockgate.errors import ErrorSource, GatewayError
 
@@ -100,7 +100,7 @@ def refusal(decision: Decision, policy: CompiledPolicy) -> GatewayError:
         )
     limit = decision.denied_by
     assert limit is not None
-    label = policy.labels[_index(policy.limits, limit)]
+    label = policy.label_of(limit)
     retry = decision.retry_after_s
     if math.isinf(retry):
         message = (
@@ -185,10 +185,3 @@ def duration(seconds: float) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes}m{secs}s" if hours else f"{minutes}m{secs}s"
-
-
-def _index(limits: tuple[Limit, ...], limit: Limit) -> int:
-    for index, candidate in enumerate(limits):
-        if candidate is limit or candidate == limit:
-            return index
-    raise ValueError(f"{limit.key} is not one of the policy's limits")

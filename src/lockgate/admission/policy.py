@@ -13,7 +13,7 @@ until the caller's cached grant (and with it its settings) is replaced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -82,6 +82,10 @@ class CompiledPolicy:
     tenant: str
     needs_tokens: bool  # some limit counts tokens or spend: estimate them
     pricing: Pricing | None
+
+    def label_of(self, limit: Limit) -> LimitLabel:
+        """The words for one of this policy's limits (a limiter hands back the same one)."""
+        return self.labels[self.limits.index(limit)]
 
     @property
     def is_free(self) -> bool:
@@ -186,8 +190,8 @@ def _limits_of(spec: LimitSpec, prefix: str, fail_open: bool) -> list[tuple[str,
     return found
 
 
-def _tightest(values: object) -> int | None:
-    present = [v for v in values if isinstance(v, int)]  # type: ignore[attr-defined]
+def _tightest(values: Iterable[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
     return min(present) if present else None
 
 
