@@ -7,16 +7,24 @@ once (as on a fresh CI machine); otherwise the test fails with a clear message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import socket
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import Table
 from sqlalchemy.engine import make_url
+
+from lockgate.store import upgrade
+from lockgate.store.database import create_engine
 
 ADMIN_DSN = os.environ.get(
     "LOCKGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -84,3 +92,30 @@ async def create_database(admin_dsn: str) -> str:
     finally:
         await conn.close()
     return make_url(admin_dsn).set(database=name).render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def session_database() -> Iterator[str]:
+    """A migrated PostgreSQL database for a whole test session, dropped at its end
+    (for fixtures with ``scope="session"``; pytest runs them outside any event loop)."""
+    admin_dsn = postgres_admin_dsn()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        url = pool.submit(asyncio.run, create_database(admin_dsn)).result()
+        pool.submit(asyncio.run, upgrade(url)).result()
+        try:
+            yield url
+        finally:
+            name = make_url(url).database or ""
+            pool.submit(asyncio.run, drop_database(admin_dsn, name)).result()
+
+
+async def emptied(url: str, tables: Sequence[Table]) -> str:
+    """``url`` after deleting every row of ``tables`` (children before parents)."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in tables:
+                await conn.execute(table.delete())
+    finally:
+        await engine.dispose()
+    return url

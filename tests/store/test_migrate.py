@@ -21,14 +21,31 @@ TABLES = {
     "alembic_version",
     "api_keys",
     "audit_log",
+    "background_leases",
+    "budget_crossings",
+    "budgets",
     "idempotency_records",
+    "model_rollouts",
     "organizations",
+    "prices",
     "projects",
+    "request_debug_records",
+    "request_debug_sessions",
     "role_bindings",
+    "runtime_deployments",
     "service_accounts",
     "upstream_secrets",
+    "usage_push_queue",
+    "usage_push_state",
     "usage_records",
+    "usage_rollup_daily",
+    "usage_rollup_hourly",
+    "usage_rollup_monthly",
     "users",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_events",
+    "webhook_subscriptions",
 }
 
 
@@ -127,7 +144,7 @@ def test_head_revision_constant_matches_the_migration_scripts() -> None:
 def test_migrating_in_a_child_process_reports_the_failure() -> None:
     """`lockgate serve` migrates in a throwaway process; its error must reach the operator."""
     from lockgate.config import GatewaySpec, resolve
-    from lockgate.services import prepare_database_in_child
+    from lockgate.startup import prepare_database_in_child
     from lockgate.store import StoreError
 
     config = resolve(

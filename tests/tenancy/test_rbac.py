@@ -11,9 +11,12 @@ ORG, OTHER_ORG, PROJ, OTHER_PROJ = "org_a", "org_b", "proj_a", "proj_b"
 P = Permission
 
 # (role bound org-wide in ORG) -> permissions it must have on PROJ in ORG; all others denied.
+# Deployment-wide: a tenant's owner must not steer other tenants' traffic.
+# Deployment-wide powers no organisation role holds: the fleet and its prices.
+DEPLOYMENTS = {P.DEPLOYMENTS_MANAGE, P.DEPLOYMENTS_REGISTER, P.PRICE_MANAGE}
 EXPECTED: dict[Role, set[Permission]] = {
-    Role.ORG_OWNER: set(Permission) - {P.ORG_CREATE, P.ORG_POLICY},
-    Role.ORG_ADMIN: set(Permission) - {P.ORG_CREATE, P.ORG_POLICY, P.ORG_DELETE},
+    Role.ORG_OWNER: set(Permission) - {P.ORG_CREATE, P.ORG_POLICY, *DEPLOYMENTS},
+    Role.ORG_ADMIN: set(Permission) - {P.ORG_CREATE, P.ORG_POLICY, P.ORG_DELETE, *DEPLOYMENTS},
     Role.PROJECT_ADMIN: {
         P.PROJECT_READ, P.PROJECT_UPDATE, P.MEMBER_READ, P.MEMBER_MANAGE, P.KEY_READ,
         P.KEY_MANAGE, P.USAGE_READ, P.MODEL_INVOKE,
@@ -21,6 +24,7 @@ EXPECTED: dict[Role, set[Permission]] = {
     Role.MEMBER: {P.PROJECT_READ, P.MODEL_INVOKE},
     Role.VIEWER: {P.PROJECT_READ, P.USAGE_READ},
     Role.AUDITOR: {P.ORG_READ, P.AUDIT_READ},
+    Role.ENGINE: {P.DEPLOYMENTS_REGISTER},
 }  # fmt: skip
 
 

@@ -44,6 +44,8 @@ def utc_now() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """Aware → UTC; naive is a programming error (whose clock would it be?)."""
+    if value.tzinfo is UTC:  # what the ledger writes: skip the conversion (flusher hot path)
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise Invalid("timestamps must be timezone-aware")
     return value.astimezone(UTC)

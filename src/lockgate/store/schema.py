@@ -319,3 +319,15 @@ usage_records = Table(
     Index("ix_usage_records_organization_id_occurred_at", "organization_id", "occurred_at"),
     Index("ix_usage_records_occurred_at", "occurred_at"),
 )
+
+# More tables, in modules of their own, imported last so they join ``metadata``
+# wherever the schema is imported (one import statement, so isort keeps it sorted):
+# usage reporting (0005): roll-ups, admin-set prices, the push queue; budgets, webhooks
+# and background leases (0006); request debugging: debug sessions and captured request
+# detail (0008); runtime deployments and rollouts (0007).
+from lockgate.store import (  # noqa: E402, F401
+    schema_billing,
+    schema_debugging,
+    schema_registry,
+    schema_reporting,
+)

@@ -47,6 +47,11 @@ from lockgate.store.repositories import (
     UsageRecords,
     Users,
 )
+from lockgate.store.repositories.budgets import Budgets
+from lockgate.store.repositories.deployments import Rollouts, RuntimeDeployments
+from lockgate.store.repositories.leases import Leases
+from lockgate.store.repositories.request_debug import RequestDebug
+from lockgate.store.repositories.webhooks import Webhooks
 from lockgate.store.revision import HEAD_REVISION, revision_of
 
 
@@ -64,6 +69,14 @@ class Repositories:
         self.audit = AuditLog(connector)
         self.idempotency = IdempotencyRecords(connector)
         self.usage = UsageRecords(connector)
+        # Budgets, webhooks and background leases (0006).
+        self.budgets = Budgets(connector)
+        self.webhooks = Webhooks(connector)
+        self.leases = Leases(connector)
+        # Runtime deployments and rollouts (0007), per-key request debugging (0008).
+        self.deployments = RuntimeDeployments(connector)
+        self.rollouts = Rollouts(connector)
+        self.request_debug = RequestDebug(connector)
 
 
 class Transaction(Repositories):

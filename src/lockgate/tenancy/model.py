@@ -30,6 +30,7 @@ class Role(StrEnum):
     MEMBER = "member"  # may call models
     VIEWER = "viewer"  # read-only usage
     AUDITOR = "auditor"  # reads the audit log
+    ENGINE = "engine"  # an inference engine's service account: registers its deployments
 
 
 class Scope(StrEnum):

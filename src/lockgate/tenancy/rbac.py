@@ -37,8 +37,20 @@ class Permission(StrEnum):
     KEY_MANAGE = "api_key.manage"  # create, rotate, disable, revoke
     SECRET_MANAGE = "secret.manage"  # noqa: S105 - a permission name, not a secret
     USAGE_READ = "usage.read"
+    # Adding price versions: deployment-wide, so in no role but superadmin (like org.policy).
+    PRICE_MANAGE = "price.manage"
+    # Spend budgets are read with ``usage.read`` (spend against budget is usage) and set
+    # by the organisation's admins: a project admin may not lift their own project's cap.
+    BUDGET_MANAGE = "budget.manage"
+    # Webhook subscriptions of the organisation (URLs, secrets, delivery log, replays).
+    WEBHOOK_MANAGE = "webhook.manage"
     AUDIT_READ = "audit.read"
     MODEL_INVOKE = "model.invoke"  # the data plane
+    # Deployments of the gateway's models: whoever holds these steers every tenant's
+    # traffic, so only the superadmin has them — and engines, ``deployments.register``
+    # alone (the ``engine`` role, which only a superadmin can grant).
+    DEPLOYMENTS_MANAGE = "deployments.manage"  # add/remove deployments, set rollouts
+    DEPLOYMENTS_REGISTER = "deployments.register"  # an engine registers itself, heartbeats
 
 
 _PROJECT_ADMIN = frozenset(
@@ -62,6 +74,8 @@ _ORG_ADMIN = _PROJECT_ADMIN | {
     Permission.PROJECT_POLICY,
     Permission.SECRET_MANAGE,
     Permission.AUDIT_READ,
+    Permission.BUDGET_MANAGE,
+    Permission.WEBHOOK_MANAGE,
 }
 
 # ``org.policy`` is in no role but superadmin (which holds every permission).
@@ -73,6 +87,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.MEMBER: frozenset({Permission.PROJECT_READ, Permission.MODEL_INVOKE}),
     Role.VIEWER: frozenset({Permission.PROJECT_READ, Permission.USAGE_READ}),
     Role.AUDITOR: frozenset({Permission.ORG_READ, Permission.AUDIT_READ}),
+    Role.ENGINE: frozenset({Permission.DEPLOYMENTS_REGISTER}),
 }
 
 # Roles that only make sense for a whole organisation (never bound to one project).
