@@ -23,10 +23,14 @@ def entry(price_id: str, start: datetime, **fields: object) -> PriceEntry:
 
 
 def quote(
-    catalogue: PriceCatalogue, when: datetime, deployment: str | None = None
+    catalogue: PriceCatalogue,
+    when: datetime,
+    deployment: str | None = None,
+    *,
+    model: str = "llama",
 ) -> tuple[str | None, int]:
     q = catalogue.quote(
-        model="llama",
+        model=model,
         deployment=deployment,
         when=when,
         prompt_tokens=1_000,
@@ -61,6 +65,20 @@ def test_a_deployment_override_applies_from_its_own_start_only() -> None:
     assert quote(catalogue, JAN, "vllm-b") == ("llama", 1_000)  # before the override
     assert quote(catalogue, MAR, "vllm-b") == ("llama-on-b", 5_000)
     assert quote(catalogue, MAR, None) == ("llama", 1_000)
+
+
+def test_a_model_version_has_its_own_price_or_else_the_model_s() -> None:
+    catalogue = PriceCatalogue(
+        [
+            entry("llama", JAN, input_per_million="1"),
+            entry("llama-v2", FEB, model="llama@v2", input_per_million="7"),
+        ]
+    )
+    assert quote(catalogue, MAR, model="llama@v1") == ("llama", 1_000)
+    assert quote(catalogue, JAN, model="llama@v2") == ("llama", 1_000)  # before its own
+    assert quote(catalogue, MAR, model="llama@v2") == ("llama-v2", 7_000)
+    assert quote(catalogue, MAR, model="other@v2") == (None, 0)
+    assert quote(catalogue, MAR, model="llama@") == (None, 0)
 
 
 def test_cost_is_exact_decimal_with_cached_tokens_and_fee() -> None:

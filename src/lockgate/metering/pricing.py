@@ -177,6 +177,8 @@ class PriceCatalogue:
         return None if found is None else found.entry
 
     def _scaled_at(self, model: str, deployment: str | None, when_us: int) -> _Scaled | None:
+        """Most specific first: (model, deployment), then the model; a version of a model
+        (``chat@v2``, as records name what served them) falls back to the model's price."""
         if deployment is not None:
             override = self._by_target.get((model, deployment))
             if override is not None:
@@ -184,7 +186,14 @@ class PriceCatalogue:
                 if found is not None:
                     return found
         model_wide = self._by_target.get((model, None))
-        return None if model_wide is None else model_wide.at(when_us)
+        if model_wide is not None:
+            found = model_wide.at(when_us)
+            if found is not None:
+                return found
+        name, at, version = model.partition("@")
+        if at and version:
+            return self._scaled_at(name, deployment, when_us)
+        return None
 
     def quote(
         self,
