@@ -70,6 +70,7 @@ async def test_one_line_per_request_with_tenant_model_status_error_tokens_and_ti
         access.close()
     success, stream, failed, unknown, free_text = lines(path)
     assert success["request_id"] == ok.headers["x-request-id"]
+    assert success["trace_id"] is None, "tracing is off"
     assert success["principal"] == "anonymous"
     assert (success["organization_id"], success["project_id"]) == (None, None)
     assert success["operation"] == "chat.completions"

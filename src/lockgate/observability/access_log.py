@@ -144,9 +144,12 @@ class AccessLog:
         else:
             error_source = error_code = None
         client_ttfb = ctx.first_byte_to_client_at
+        trace = ctx.trace
         return {
             "time": self._timestamp(),
             "request_id": ctx.request_id,
+            # Tracing off: null. On: the id of the trace (sampled or not) this request is in.
+            "trace_id": trace.trace_id if trace is not None else None,
             "principal": principal.id,
             "organization_id": principal.organization_id,
             "project_id": principal.project_id,
