@@ -71,7 +71,10 @@ async def test_latency_aware_prefers_the_replica_with_the_faster_first_token() -
         async with running_gateway(spec([m])) as gw:
             answers = [await chat(gw.port, "chat", stream=True) for _ in range(30)]
     seen = collections.Counter(served_by(a) for a in answers)
-    assert seen["chat-r1"] >= 25, seen  # the slow one is measured, then left alone
+    # Each is measured once (an unmeasured replica is tried before a known one is
+    # repeated), then the slow one is left alone. Slack for a cold first measurement.
+    assert seen["chat-r0"] <= 3, seen
+    assert seen["chat-r0"] >= 1, seen
 
 
 # -- cache affinity ----------------------------------------------------------------------

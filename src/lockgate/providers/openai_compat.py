@@ -17,6 +17,7 @@ from lockgate.operations import Operation
 from lockgate.usage import Usage
 
 _RELAYED_ERROR_HEADERS = (b"retry-after", b"retry-after-ms", b"x-should-retry")
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
 class RequestTemplate:
@@ -41,8 +42,13 @@ class RequestTemplate:
         is_stream: bool,
         request_id: str,
         client_headers: dict[bytes, bytes],
+        trace_headers: bytes = b"",
     ) -> bytes:
-        """Serialise the upstream request (head and body). ``body`` is modified in place."""
+        """Serialise the upstream request (head and body). ``body`` is modified in place.
+
+        ``trace_headers`` are whole ``traceparent``/``tracestate`` lines (tracing on):
+        they replace any the client sent that ``forward_headers`` would pass on.
+        """
         dep = self.deployment
         if operation is Operation.PASSTHROUGH:
             payload = raw_body
@@ -67,7 +73,10 @@ class RequestTemplate:
                 b"%s: %s\r\n" % (name, value)
                 for name, value in client_headers.items()
                 if name in dep.forward_headers or name.startswith(dep.forward_header_prefixes)
+                if not (trace_headers and name in _TRACE_HEADERS)
             )
+        if trace_headers:
+            extra += trace_headers
         return (
             b"POST %s HTTP/1.1\r\n%scontent-type: %s\r\ncontent-length: %d\r\n"
             b"x-request-id: %s\r\n%s\r\n%s"

@@ -14,7 +14,6 @@ that task stops every probe; nothing is fire-and-forget.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -22,6 +21,7 @@ from lockgate.config import DeploymentTarget
 from lockgate.routing.member import Member
 from lockgate.routing.pool import Pool
 from lockgate.routing.spec import HealthCheckSpec
+from lockgate.routing.watcher import PoolWatcher
 
 log = logging.getLogger("lockgate.routing")
 
@@ -29,37 +29,10 @@ log = logging.getLogger("lockgate.routing")
 Probe = Callable[[DeploymentTarget, HealthCheckSpec], Awaitable[bool]]
 
 
-class HealthChecker:
+class HealthChecker(PoolWatcher):
     def __init__(self, pools: Sequence[Pool], probe: Probe) -> None:
-        self._watched = [p for p in pools if p.spec.health_check is not None]
+        super().__init__([p for p in pools if p.spec.health_check is not None])
         self._probe = probe
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def is_running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def start(self) -> None:
-        """Begin probing (no-op when no model asks for checks, or already started)."""
-        if self._watched and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def close(self) -> None:
-        """Stop probing; the task ends at its next step (callers that can, ``await stop()``)."""
-        if self._task is not None:
-            self._task.cancel()
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        async with asyncio.TaskGroup() as group:
-            for pool in self._watched:
-                group.create_task(self._watch(pool))
 
     async def _watch(self, pool: Pool) -> None:
         spec = pool.spec.health_check

@@ -32,6 +32,7 @@ class Outlier:
         "consecutive",
         "ejected_until",
         "ejections",
+        "ejections_total",
         "is_enabled",
         "is_on_probation",
     )
@@ -43,6 +44,7 @@ class Outlier:
         self._max_s = spec.max_ejection_s
         self.consecutive = 0
         self.ejections = 0  # in the current streak of trouble; decays after a quiet spell
+        self.ejections_total = 0  # ever, for metrics (never decays)
         self.ejected_until = 0.0
         self.is_on_probation = False
 
@@ -63,6 +65,7 @@ class Outlier:
         if self.ejections and now - self.ejected_until > self._max_s:
             self.ejections = 0
         self.ejections += 1
+        self.ejections_total += 1
         duration = min(self._max_s, self._base_s * 2.0 ** (self.ejections - 1))
         self.ejected_until = now + duration
         self.consecutive = 0
@@ -96,6 +99,7 @@ class Breaker:
         "calls",
         "is_probe_in_flight",
         "opened_until",
+        "opens_total",
         "state",
     )
 
@@ -109,6 +113,7 @@ class Breaker:
         self.state = BreakerState.CLOSED
         self.opened_until = 0.0
         self.is_probe_in_flight = False
+        self.opens_total = 0  # times it opened, for metrics
 
     def admits(self, now: float) -> bool:
         """Whether a request may be sent now. Moves open → half-open once ``open_s`` passed."""
@@ -155,6 +160,15 @@ class Breaker:
         if in_window >= self._min_calls and len(failures) >= self._ratio * in_window:
             self._open(now)
 
+    def force_open(self, now: float, open_s: float) -> bool:
+        """Open a closed breaker for ``open_s`` (told by another replica); True if it was."""
+        if self.state is not BreakerState.CLOSED:
+            return False
+        self.state = BreakerState.OPEN
+        self.opened_until = now + open_s
+        self.opens_total += 1
+        return True
+
     def release_probe(self) -> None:
         """The probe ended without a verdict (client left, 429): let another one go."""
         self.is_probe_in_flight = False
@@ -162,3 +176,4 @@ class Breaker:
     def _open(self, now: float) -> None:
         self.state = BreakerState.OPEN
         self.opened_until = now + self._open_s
+        self.opens_total += 1

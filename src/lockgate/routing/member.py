@@ -12,11 +12,16 @@ health from it (no cross-process chatter on the hot path).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from lockgate.config import DeploymentTarget
 from lockgate.routing.health import Breaker, BreakerState, Outlier
 from lockgate.routing.spec import ModelRoutingSpec
+
+if TYPE_CHECKING:
+    from lockgate.routing.engine_load import EngineReading
 
 # Weight of a new TTFT sample in the moving average: about the last ten requests count.
 _EWMA_ALPHA = 0.2
@@ -43,12 +48,15 @@ class Member:
         "blocked_until",
         "breaker",
         "capacity",
+        "engine",
         "is_restricted",
         "is_up",
+        "on_breaker_open",
         "outlier",
         "outstanding",
         "target",
         "throttled_until",
+        "throttles",
         "ttft_at",
         "ttft_s",
         "weight",
@@ -65,7 +73,12 @@ class Member:
         self.ttft_at = 0.0
         self.outlier = Outlier(spec.outlier)
         self.breaker: Breaker | None = Breaker(spec.breaker) if spec.breaker.enabled else None
+        # Told when this member's own failures open its breaker (shared across replicas).
+        self.on_breaker_open: Callable[[Member], None] | None = None
         self.throttled_until = 0.0
+        self.throttles = 0  # 429/503 answers in a row (a success resets it)
+        # The engine's own last report (routing.engine_metrics), or None.
+        self.engine: EngineReading | None = None
         # Active health checks: optimistic until a check says otherwise, so a gateway
         # serves from its first second instead of waiting for a round of probes.
         self.is_up = True
@@ -91,8 +104,21 @@ class Member:
         return max(self.blocked_until, now)
 
     def load(self) -> float:
-        """Load score for power-of-two choices: work in flight per unit of capacity."""
-        return (self.outstanding + 1) / self.capacity
+        """Load score for power-of-two choices: work in flight per unit of capacity
+        (with engine metrics, as ``routing/engine_load.py`` explains)."""
+        engine = self.engine
+        if engine is None:
+            return (self.outstanding + 1) / self.capacity
+        return (self.pressure() + 1) / self.capacity * (1.0 + engine.kv_cache_use)
+
+    def pressure(self) -> float:
+        """Requests in flight or queued at the engine, ours or anyone's; queued ones
+        count twice. Without engine metrics, this worker's outstanding count."""
+        engine = self.engine
+        if engine is None:
+            return self.outstanding
+        busy = max(float(self.outstanding), engine.running + engine.waiting)
+        return (busy + engine.waiting) * (1.0 + engine.kv_cache_use)
 
     def latency_s(self, now: float) -> float | None:
         """The TTFT moving average, or None when never measured or gone stale."""
@@ -127,6 +153,8 @@ class Member:
         """Teach health what an attempt's outcome was (``Lease.end`` calls this)."""
         breaker = self.breaker
         if outcome is Outcome.SUCCESS:
+            if self.throttles:
+                self.throttles = 0
             outlier = self.outlier
             if outlier.consecutive or outlier.is_on_probation:
                 outlier.record_success()
@@ -137,10 +165,23 @@ class Member:
         elif outcome is Outcome.FAILURE:
             self.outlier.record_failure(now)
             if breaker is not None:
+                opens = breaker.opens_total
                 breaker.record_failure(is_probe, now)
+                if breaker.opens_total != opens and self.on_breaker_open is not None:
+                    self.on_breaker_open(self)
             self._summarise()
         elif is_probe and breaker is not None:
             breaker.release_probe()
+
+    def open_breaker(self, now: float, open_s: float) -> bool:
+        """Open the breaker for ``open_s`` because another replica's opened (its failures
+        are this deployment's too); False if it is not closed or there is none. Ends, as
+        any open, in a half-open probe of this replica's own."""
+        breaker = self.breaker
+        if breaker is None or not breaker.force_open(now, open_s):
+            return False
+        self._summarise()
+        return True
 
     def sample_ttft(self, ttft_s: float, now: float) -> None:
         previous = self.ttft_s

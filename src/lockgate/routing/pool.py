@@ -9,11 +9,11 @@ start-up; choosing allocates nothing but the lease and one short list.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lockgate.config import ModelEntry
+from lockgate.config import DeploymentTarget, ModelEntry
 from lockgate.routing.affinity import CacheAffinity, KeyReader
 from lockgate.routing.member import Lease, Member
 from lockgate.routing.retry import RetryBudget
@@ -46,25 +46,60 @@ class Pool:
         "_by_path",
         "_read_key",
         "_throttled_until",
+        "continuable",
         "members",
         "model",
         "needs_key",
+        "on_breaker_open",
         "spec",
         "strategy",
     )
 
-    def __init__(self, model: ModelEntry) -> None:
+    def __init__(
+        self,
+        model: ModelEntry,
+        members: Sequence[Member] | None = None,
+        on_breaker_open: Callable[[Pool, Member], None] | None = None,
+    ) -> None:
         self.model = model
         self.spec = model.routing
-        self.members = tuple(Member(d, self.spec) for d in model.deployments)
+        self.members = (
+            tuple(Member(d, self.spec) for d in model.deployments)
+            if members is None
+            else tuple(members)
+        )
+        # ``(pool, member)`` when a member's breaker opens on its own failures
+        # (routing/breaker_sharing.py sets it).
+        self.on_breaker_open = on_breaker_open
+        for member in self.members:
+            member.on_breaker_open = self._breaker_opened
         self.strategy = make_strategy(self.spec.strategy, self.members, model)
         self.needs_key = self.strategy.needs_key
         self._read_key = KeyReader(self.spec.affinity) if self.needs_key else None
         self._throttled_until = 0.0  # the latest Retry-After of any member
+        # Some deployment can continue a broken stream (mid-stream failover).
+        self.continuable = any(m.target.supports_continuation for m in self.members)
         paths = {p for m in self.members for p in m.target.passthrough}
         self._by_path = {
             p: tuple(m for m in self.members if p in m.target.passthrough) for p in paths
         }
+
+    def replace_deployments(self, targets: Sequence[DeploymentTarget]) -> None:
+        """Serve from ``targets`` from now on (deployments added or removed at runtime).
+
+        A deployment whose target is unchanged keeps its member, so its load, latency
+        and health survive; leases held on removed members end normally.
+        """
+        known = {m.target: m for m in self.members}
+        members = [known.get(t) or Member(t, self.spec) for t in targets]
+        throttled_until = self._throttled_until
+        # Every derived index, from one place.
+        Pool.__init__(self, self.model, members, self.on_breaker_open)
+        self._throttled_until = throttled_until
+
+    def _breaker_opened(self, member: Member) -> None:
+        if self.on_breaker_open is not None:
+            self.on_breaker_open(self, member)
 
     def serves(self, path: str | None) -> bool:
         """Whether some deployment serves ``path`` (None: the standard inference routes)."""
@@ -142,7 +177,14 @@ class RoutePlan:
 def build_plans(models: Sequence[ModelEntry], budget: RetryBudgetSpec) -> dict[str, RoutePlan]:
     """One plan per model. Fallbacks are not followed transitively: a model's list is
     the whole chain, which rules out cycles and keeps the order what the operator wrote."""
-    pools = {m.name: Pool(m) for m in models}
+    pools: dict[str, Pool] = {}
+    for m in models:
+        # A versioned model is served by one pool per version; as a fallback, and
+        # wherever it is named plainly, it means its default version.
+        for entry in m.versions or (m,):
+            pools[entry.name] = Pool(entry)
+        if m.versions:
+            pools[m.name] = pools[f"{m.name}@{m.default_version}"]
     plans: dict[str, RoutePlan] = {}
     index: Mapping[str, ModelEntry] = {n: m for m in models for n in (m.name, *m.aliases)}
     for model in models:
@@ -163,7 +205,10 @@ def build_plans(models: Sequence[ModelEntry], budget: RetryBudgetSpec) -> dict[s
                     }
                 )
             chosen[target.name] = fallback
-        steps = [Step(pools[model.name], None)]
-        steps.extend(Step(pools[name], fallback) for name, fallback in chosen.items())
-        plans[model.name] = RoutePlan(tuple(steps), RetryBudget(budget))
+        # One budget per requested model, whichever of its versions serves.
+        model_budget = RetryBudget(budget)
+        for entry in model.versions or (model,):
+            steps = [Step(pools[entry.name], None)]
+            steps.extend(Step(pools[name], fallback) for name, fallback in chosen.items())
+            plans[entry.name] = RoutePlan(tuple(steps), model_budget)
     return plans

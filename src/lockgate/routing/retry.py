@@ -91,6 +91,21 @@ def _header(error: GatewayError, name: bytes) -> bytes | None:
     return None
 
 
+def throttle_s(throttles: int, spec: RetrySpec) -> float:
+    """How long a deployment answering its ``throttles``-th 429 in a row without
+    Retry-After is kept out: ``throttle_base_s``, doubling, capped at ``throttle_max_s``."""
+    return min(spec.throttle_max_s, spec.throttle_base_s * 2.0 ** min(throttles - 1, 30))
+
+
+class DeploymentsThrottled(UpstreamFailure):
+    """Every deployment the request could go to asked for a back-off (Retry-After) longer
+    than the gateway waits itself. Answered without calling any of them, with the
+    ``Retry-After`` of the first one due back, so clients wait instead of hammering."""
+
+    status = 503
+    code = "upstream_throttled"
+
+
 def backoff_s(retry: int, spec: RetrySpec) -> float:
     """Wait before retry number ``retry`` (1-based): exponential, capped, "equal jitter"
     (between half and all of it), so it is never zero and never synchronised."""
@@ -116,6 +131,8 @@ class RetryBudget:
         "_tick",
         "_tick_requests",
         "_tick_retries",
+        "exhausted_total",
+        "retries_total",
     )
 
     def __init__(self, spec: RetryBudgetSpec) -> None:
@@ -128,6 +145,9 @@ class RetryBudget:
         self._tick = -1  # the current bucket, counted in the two attributes below
         self._tick_requests = 0
         self._tick_retries = 0
+        # Ever, for metrics: retries granted, and retries refused for want of budget.
+        self.retries_total = 0
+        self.exhausted_total = 0
 
     def _advance(self, tick: int) -> None:
         """Move to bucket ``tick``: file the current one, start afresh."""
@@ -160,6 +180,8 @@ class RetryBudget:
                 requests += self._requests[index]
                 retries += self._retries[index]
         if retries + 1 > self._floor + self._ratio * requests:
+            self.exhausted_total += 1
             return False
         self._tick_retries += 1
+        self.retries_total += 1
         return True

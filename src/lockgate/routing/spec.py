@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from lockgate.routing.lifecycle_spec import RegistrationSpec
+
 StrategyName = Literal[
     "least_outstanding", "weighted_random", "power_of_two", "latency", "cache_affinity"
 ]
@@ -64,6 +66,10 @@ class RetrySpec(_Strict):
     # Longest upstream Retry-After the gateway waits out itself when no other
     # deployment can take the retry; longer ones go back to the client.
     max_retry_after_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    # A 429/503 *without* Retry-After keeps its deployment out this long, doubling
+    # while it keeps answering so (capped at throttle_max_s), so it is not hammered.
+    throttle_base_s: Annotated[float, Field(gt=0, le=600)] = 0.5
+    throttle_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
     @field_validator("on_status")
     @classmethod
@@ -114,6 +120,51 @@ class HealthCheckSpec(_Strict):
     healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 1
 
 
+class HedgeSpec(_Strict):
+    """Hedged non-streamed requests: a second attempt on another deployment when the first
+    has not answered after ``after_ms`` or the model's ``after_percentile`` latency.
+
+    With both, the fixed delay applies until ``min_samples`` latencies are known. The
+    first answer wins; the others are cancelled. Hedges spend the retry budget.
+    """
+
+    after_ms: Annotated[float, Field(gt=0, le=600_000)] | None = None
+    after_percentile: Annotated[float, Field(gt=0, lt=100)] | None = None
+    max_extra: Annotated[int, Field(ge=1, le=3)] = 1
+    min_samples: Annotated[int, Field(ge=1, le=10_000)] = 20
+
+    @model_validator(mode="after")
+    def _has_delay(self) -> HedgeSpec:
+        if self.after_ms is None and self.after_percentile is None:
+            raise ValueError("give 'after_ms', 'after_percentile' or both")
+        return self
+
+
+class StreamSpec(_Strict):
+    """What happens when an upstream stream goes wrong after bytes reached the client.
+
+    ``on_malformed_event``: ``error`` ends the stream with an in-band error event,
+    ``skip`` drops the bad event and carries on. ``failover``: continue a broken
+    stream on a deployment with ``supports_continuation`` (at most ``max_failovers``
+    times), else end it with the in-band error.
+    """
+
+    on_malformed_event: Literal["error", "skip"] = "error"
+    failover: bool = True
+    max_failovers: Annotated[int, Field(ge=0, le=5)] = 1
+
+
+class EngineMetricsSpec(_Strict):
+    """Scrape each deployment's Prometheus ``path`` (vLLM/SGLang names) every ``interval_s``
+    and add running/waiting requests and KV-cache use to its load score. Readings older
+    than ``stale_after_s`` are ignored (a dead scrape must not freeze a replica's score)."""
+
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]*$")] = "/metrics"
+    interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    stale_after_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+
 class ModelRoutingSpec(_Strict):
     strategy: StrategyName = "least_outstanding"
     affinity: AffinitySpec = AffinitySpec()
@@ -121,6 +172,9 @@ class ModelRoutingSpec(_Strict):
     outlier: OutlierSpec = OutlierSpec()
     breaker: BreakerSpec = BreakerSpec()
     health_check: HealthCheckSpec | None = None
+    hedge: HedgeSpec | None = None
+    streams: StreamSpec = StreamSpec()
+    engine_metrics: EngineMetricsSpec | None = None
 
 
 class RetryBudgetSpec(_Strict):
@@ -135,9 +189,28 @@ class RetryBudgetSpec(_Strict):
     window_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
 
 
+class IdempotencySpec(_Strict):
+    """``Idempotency-Key`` on non-streamed /v1 requests (the IETF draft): per tenant, a
+    retry with the same key and body replays the stored answer for ``ttl_s``; the same
+    key with another body is a 422; a duplicate of a request still running waits for it
+    up to ``wait_s`` (then 409). A claim whose request never ends (a crashed worker)
+    lapses after ``in_flight_ttl_s``. Answers above ``max_response_bytes`` are not kept;
+    the in-process store (embedded mode) holds at most ``max_entries`` keys."""
+
+    enabled: bool = True
+    ttl_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 86400.0
+    wait_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    in_flight_ttl_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    max_response_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    max_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+
+
 class RoutingSpec(_Strict):
     retry_budget: RetryBudgetSpec = RetryBudgetSpec()
+    idempotency: IdempotencySpec = IdempotencySpec()
     defaults: ModelRoutingSpec = ModelRoutingSpec()
+    # Engines registering their own deployments, with heartbeats (docs/routing.md).
+    registration: RegistrationSpec = RegistrationSpec()
 
 
 class FallbackSpec(_Strict):

@@ -7,6 +7,7 @@ every request. Randomness is the ``random`` module's (fast, not secret).
 * ``weighted_random`` — proportional to ``weight``; stateless, fine for many workers.
 * ``least_outstanding`` — fewest requests in flight (ties at random): steers
   away from a slow replica as soon as requests pile up on it. The default.
+  With ``engine_metrics``, the engine-reported pressure instead (``engine_load``).
 * ``power_of_two`` — two random candidates, the lower load score
   (outstanding / capacity) wins: capacity-aware and without the herd effect
   of always picking the global minimum.
@@ -54,14 +55,17 @@ class WeightedRandom:
 
 
 class LeastOutstanding:
+    """Fewest requests in flight; with engine metrics, the lowest ``Member.pressure``
+    (the engine's running and queued requests, everyone's, and its KV-cache use)."""
+
     needs_key = False
 
     def pick(self, candidates: Sequence[Member], key: bytes | None, now: float) -> Member:
         best = candidates[0]
-        fewest = best.outstanding
+        fewest = best.outstanding if best.engine is None else best.pressure()
         ties = 1
         for member in candidates[1:]:
-            outstanding = member.outstanding
+            outstanding = member.outstanding if member.engine is None else member.pressure()
             if outstanding < fewest:
                 best, fewest, ties = member, outstanding, 1
             elif outstanding == fewest:
@@ -103,9 +107,11 @@ class LatencyAware:
         latency_a = a.latency_s(now)
         latency_b = b.latency_s(now)
         if latency_a is None or latency_b is None:
-            # Unknown is priced like the best known one: explored, without a stampede.
+            # Unknown is priced at half the best known one, so an idle unmeasured
+            # replica is tried next; once one request is in flight there it costs the
+            # same as the best known one, so it is explored without a stampede.
             known = [x for x in (latency_a, latency_b) if x is not None]
-            guess = min(known) if known else _UNKNOWN_LATENCY_S
+            guess = min(known) / 2 if known else _UNKNOWN_LATENCY_S
             latency_a = guess if latency_a is None else latency_a
             latency_b = guess if latency_b is None else latency_b
         score_a = latency_a * (a.outstanding + 1)

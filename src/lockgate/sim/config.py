@@ -16,12 +16,14 @@ FaultKind = Literal[
     "error-500",
     "error-429",
     "error-503",
+    "error-content-policy",
     "hang",
     "slow-first-token",
     "cut",
     "stall",
     "malformed",
     "no-done",
+    "stall-before-done",
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 

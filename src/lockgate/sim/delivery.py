@@ -162,7 +162,8 @@ async def deliver_stream(
     instant: bool,
 ) -> None:
     """Send the SSE stream, broken by ``fault`` if one is armed."""
-    breaking = fault if fault is not None and fault.kind != "no-done" else None
+    ending = ("no-done", "stall-before-done")
+    breaking = fault if fault is not None and fault.kind not in ending else None
     # vLLM sends headers on accept; instant mode (benchmarks) lets them ride with the body.
     conn.start(200, SSE_HEADERS, flush=not instant or breaking is not None)
     if breaking is not None and breaking.after == 0:
@@ -201,6 +202,8 @@ async def deliver_stream(
     if fault is None:
         await out.add(DONE_EVENT)
     await out.flush()
+    if fault is not None and fault.kind == "stall-before-done":
+        await wait_forever()  # everything but [DONE], and the connection stays open
     conn.end()
 
 

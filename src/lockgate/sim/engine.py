@@ -21,6 +21,9 @@ from lockgate.sim.prefix_cache import PrefixCache
 PromptBlocks = tuple[int, Seq[int]]
 """A prompt's length in tokens and its prefix-cache block hashes."""
 
+# Requests whose token counts ``usage_by_request`` keeps (the oldest are forgotten).
+MAX_TRACKED_REQUESTS = 100_000
+
 _QUEUED = 0
 _RUNNING = 1
 _DONE = 2
@@ -42,10 +45,18 @@ class Sequence:
         "cached_tokens",
         "produced",
         "prompt_tokens",
+        "request_id",
     )
 
-    def __init__(self, engine: Engine, prompt_tokens: int, prompts: Seq[PromptBlocks]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        prompt_tokens: int,
+        prompts: Seq[PromptBlocks],
+        request_id: bytes | None = None,
+    ) -> None:
         self._engine = engine
+        self.request_id = request_id
         self.prompt_tokens = prompt_tokens
         self._prompts = prompts
         self.cached_tokens = 0
@@ -128,6 +139,9 @@ class Engine:
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
         self.success_by_reason: dict[str, int] = {}
+        # x-request-id → (prompt, completion, cached) tokens the engine spent on it: what
+        # the totals above add up, per request (metering tests compare a ledger with it).
+        self.usage_by_request: dict[str, tuple[int, int, int]] = {}
 
     def reset(self) -> None:
         """Counters to zero and a cold prefix cache; in-flight work is left alone."""
@@ -147,13 +161,15 @@ class Engine:
         config = self.config
         return 1.0 + config.batch_slowdown * self.running / config.capacity
 
-    def submit(self, prompt_tokens: int, prompts: Seq[PromptBlocks] = ()) -> Sequence:
+    def submit(
+        self, prompt_tokens: int, prompts: Seq[PromptBlocks] = (), request_id: bytes | None = None
+    ) -> Sequence:
         """Start a sequence now if there is room, else queue it (or raise ``QueueFull``).
 
         ``prompts`` holds (length, block hashes) per prompt for the prefix
         cache; pass none for work that does not use it (embeddings, rerank).
         """
-        seq = Sequence(self, prompt_tokens, prompts)
+        seq = Sequence(self, prompt_tokens, prompts, request_id)
         if self.running < self.config.capacity and not self._queue:
             self._start(seq)
             return seq
@@ -188,9 +204,11 @@ class Engine:
         if state == _QUEUED:
             # Cancelled while waiting: it never ran, so it holds nothing.
             self._queue.remove(seq)
+            self._note_usage(seq, 0)
             return
         if state != _RUNNING:
             return
+        self._note_usage(seq, seq.prompt_tokens)
         self.running -= 1
         self.kv_tokens -= seq.prompt_tokens + seq.produced
         queue = self._queue
@@ -201,6 +219,15 @@ class Engine:
                 nxt._waiter.set_result(None)
 
     # -- accounting -----------------------------------------------------------
+    def _note_usage(self, seq: Sequence, prompt_tokens: int) -> None:
+        if seq.request_id is None:
+            return
+        by_request = self.usage_by_request
+        if len(by_request) >= MAX_TRACKED_REQUESTS:
+            del by_request[next(iter(by_request))]
+        key = seq.request_id.decode("latin-1")
+        by_request[key] = (prompt_tokens, seq.produced, seq.cached_tokens)
+
     def record_completed(self, finish_reasons: Seq[str]) -> None:
         self.completed += 1
         by_reason = self.success_by_reason

@@ -12,7 +12,9 @@ import random
 from lockgate.sim.config import FAULT_KINDS, FaultKind, SimConfig
 
 # Faults that break a response after it started (streamed or whole).
-STREAM_FAULTS: frozenset[str] = frozenset({"cut", "stall", "malformed", "no-done"})
+STREAM_FAULTS: frozenset[str] = frozenset(
+    {"cut", "stall", "malformed", "no-done", "stall-before-done"}
+)
 
 # Faults answered with an error before the engine: status, message, OpenAI error code.
 ERROR_FAULTS: dict[str, tuple[int, str, str | None]] = {
@@ -23,6 +25,11 @@ ERROR_FAULTS: dict[str, tuple[int, str, str | None]] = {
     ),
     "error-429": (429, "Rate limit reached for requests (simulated).", "rate_limit_exceeded"),
     "error-503": (503, "The engine is currently overloaded, please try again later.", None),
+    "error-content-policy": (
+        400,
+        "Your request was rejected as a result of our safety system (simulated).",
+        "content_policy_violation",
+    ),
 }
 
 

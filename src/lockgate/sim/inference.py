@@ -205,7 +205,9 @@ class Inference:
             self._refuse(conn, error)
             return
         fault = self.faults.pick(options)
-        await self._track(fault, self._run_plan(conn, plan, options, fault, prefix, obj))
+        request_id = request.headers.get(b"x-request-id")
+        work = self._run_plan(conn, plan, options, fault, prefix, obj, request_id)
+        await self._track(fault, work)
 
     async def _run_plan(
         self,
@@ -215,11 +217,12 @@ class Inference:
         fault: FaultKind | None,
         prefix: str,
         obj: str,
+        request_id: bytes | None = None,
     ) -> list[str] | None:
         if await self._before_engine(conn, options, fault):
             return None
         try:
-            seq = self.engine.submit(plan.prompt_tokens, plan.prompts)
+            seq = self.engine.submit(plan.prompt_tokens, plan.prompts, request_id)
         except QueueFull:
             error = self._queue_full()
             conn.respond(error.status, JSON_HEADERS + error.headers, error.body())

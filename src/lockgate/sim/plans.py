@@ -17,6 +17,7 @@ from lockgate.sim.faults import RequestOptions
 from lockgate.sim.prefix_cache import block_hashes
 from lockgate.sim.responses import ApiError
 from lockgate.sim.tokens import (
+    REPLY_PRIMING_TOKENS,
     chat_prompt_tokens,
     content_digest,
     generate_pieces,
@@ -206,13 +207,21 @@ def plan_chat(body: dict[str, Any], config: SimConfig, options: RequestOptions) 
     if n > _MAX_N:
         raise _bad(f"'n' must be at most {_MAX_N}", "n")
     stream, include_usage, in_final = _stream_flags(body, config, options)
+    prefill = _continued_text(body, messages)
     tokens = chat_prompt_tokens(messages)
+    if prefill is not None:
+        # The partial answer stays open: no end-of-message, no new assistant turn.
+        tokens = tokens[: -1 - REPLY_PRIMING_TOKENS]
+        messages = messages[:-1]
     prompt_tokens = len(tokens)
-    length, capped = _output_length(body, config, options, prompt_tokens)
     digest = content_digest(
         orjson.dumps(messages, option=orjson.OPT_SORT_KEYS), _request_seed(body, config)
     )
-    choices = _choices(digest, 0, n, length, capped, chosen_tool(body))
+    if prefill is None:
+        length, capped = _output_length(body, config, options, prompt_tokens)
+        choices = _choices(digest, 0, n, length, capped, chosen_tool(body))
+    else:
+        choices = _continued_choices(body, config, options, prompt_tokens, digest, n, prefill)
     return Plan(
         is_chat=True,
         model=model,
@@ -223,6 +232,54 @@ def plan_chat(body: dict[str, Any], config: SimConfig, options: RequestOptions) 
         prompts=[(prompt_tokens, block_hashes(tokens, config.block_size))],
         choices=choices,
     )
+
+
+def _continued_text(body: dict[str, Any], messages: list[Any]) -> str | None:
+    """The partial assistant answer to continue (vLLM's ``continue_final_message``), or None.
+
+    As vLLM: it needs ``add_generation_prompt: false`` and a final assistant message.
+    """
+    if body.get("continue_final_message") is not True:
+        return None
+    if body.get("add_generation_prompt", True) is not False:
+        raise _bad("Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+    last = messages[-1]
+    if last.get("role") != "assistant":
+        raise _bad("continue_final_message requires the final message to be from the assistant")
+    content = last.get("content")
+    return content if isinstance(content, str) else ""
+
+
+def _continued_choices(
+    body: dict[str, Any],
+    config: SimConfig,
+    options: RequestOptions,
+    prompt_tokens: int,
+    digest: bytes,
+    n: int,
+    prefill: str,
+) -> list[ChoicePlan]:
+    """The rest of the answer the conversation would have had: when ``prefill`` is the
+    start of that answer (k pieces), generation resumes at piece k, so a stream broken
+    and continued reads exactly like an unbroken one; otherwise a fresh answer."""
+    natural = options.output_tokens if options.output_tokens is not None else config.output_tokens
+    full = generate_pieces(digest, 0, natural)
+    done = next(
+        (k for k in range(len(full), 0, -1) if "".join(full[:k]) == prefill),
+        0,
+    )
+    remaining = max(1, natural - done)
+    limit = _opt_int(body, "max_completion_tokens", 1) or _opt_int(body, "max_tokens", 1)
+    _output_length(body, config, options, prompt_tokens)  # the context-window check
+    capped = limit is not None and limit <= remaining
+    length = limit if capped and limit is not None else remaining
+    choices = []
+    for index in range(n):
+        pieces = generate_pieces(digest, index, done + length)[done:]
+        if not done and prefill:
+            pieces[0] = " " + pieces[0].lstrip()
+        choices.append(ChoicePlan(index, pieces, "length" if capped else "stop"))
+    return choices
 
 
 def _prompts(body: dict[str, Any]) -> list[tuple[list[str], bytes]]:
