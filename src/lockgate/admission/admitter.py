@@ -11,13 +11,17 @@ an earlier step reserved.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
 from lockgate.admission import fair_queue
+from lockgate.admission.budgets import ExhaustedBudget, ExhaustedBudgets, budget_for
 from lockgate.admission.estimate import Estimate, actual_tokens, estimate, micro_cost
 from lockgate.admission.fair_queue import CapacityGate, Slot
 from lockgate.admission.feedback import (
@@ -75,7 +79,12 @@ class LimitAdmitter:
             tuple[int, str], tuple[TenantSettings, ModelEntry, CompiledPolicy]
         ] = {}
         self._gates: dict[str, CapacityGate | None] = {}
+        # Configured capacity and the engines' own queue, by model (``engines_report``).
+        self._capacities: dict[str, int] = {}
+        self._engine_waiting: dict[str, int] = {}
         self._settling: set[asyncio.Task[None]] = set()
+        # Spent reject budgets by (scope, id), replaced whole by ``set_exhausted_budgets``.
+        self._exhausted: ExhaustedBudgets = {}
         self.stats = AdmissionStats()
 
     def gate_stats(self) -> dict[str, fair_queue.GateStats]:
@@ -85,6 +94,29 @@ class LimitAdmitter:
     def gates(self) -> dict[str, CapacityGate]:
         """The capacity gates in use, by model name (for the in-flight and queue gauges)."""
         return {name: gate for name, gate in self._gates.items() if gate is not None}
+
+    def engines_report(self, model_name: str, waiting: float | None) -> None:
+        """The model's engines report ``waiting`` requests queued (None: no fresh reading).
+
+        An engine that queues is saturated whatever the gateway's own count says (other
+        gateways, or a capacity set too high, fill it): the model's gate then admits that
+        many fewer at once — never fewer than one, so traffic keeps moving and the next
+        reading can tell — and requests wait in the gateway's fair queue instead of the
+        engine's FIFO one. Called by the data plane after each scrape round (off the
+        request path); a model with no capacity (no gate) is not affected.
+        """
+        queued = 0 if waiting is None else max(0, math.ceil(waiting))
+        if self._engine_waiting.get(model_name, 0) == queued:
+            return
+        self._engine_waiting[model_name] = queued
+        gate = self._gates.get(model_name)
+        if gate is not None:
+            gate.set_capacity(self._effective_capacity(model_name))
+
+    def _effective_capacity(self, model_name: str) -> int:
+        capacity = self._capacities[model_name]
+        queued = self._engine_waiting.get(model_name, 0)
+        return capacity if queued == 0 else max(1, capacity - queued)
 
     @property
     def limiter(self) -> Limiter:
@@ -97,6 +129,8 @@ class LimitAdmitter:
         policy = self._policy(settings, model)
         self._check_block(ctx, settings)
         self._check_caps(ctx, policy)
+        if policy.budget is not None:
+            self._check_budget(policy.budget)
         reservation = None
         if not policy.is_free:
             reservation = await self._acquire(ctx, policy)
@@ -146,10 +180,29 @@ class LimitAdmitter:
         if hit is not None and hit[0] is settings and hit[1] is model:
             return hit[2]
         policy = compile_policy(settings, model.name, model.limits, model.pricing, self._config)
+        budget = budget_for(self._exhausted, settings.project_id, settings.organization_id)
+        if budget is not None:
+            policy = dataclasses.replace(policy, budget=budget)
         if len(self._policies) >= _POLICY_CACHE_MAX:
             self._policies.clear()  # settings churn; recompiling is cheap
         self._policies[cache_key] = (settings, model, policy)
         return policy
+
+    def set_exhausted_budgets(self, exhausted: ExhaustedBudgets) -> None:
+        """Which scopes' reject budgets are spent now (``metering/budgets_gate.py`` calls this
+        whenever the set changes). Compiled policies are dropped, so the next request of
+        every caller is judged against the new set."""
+        if exhausted == self._exhausted:
+            return
+        self._exhausted = dict(exhausted)
+        self._policies.clear()
+
+    def _check_budget(self, budget: ExhaustedBudget) -> None:
+        now = time.time()
+        if now >= budget.ends_at:
+            return  # the period ended; the next refresh drops it
+        self.stats.refused[(budget.scope, budget.dimension)] += 1
+        raise budget.refusal(now)
 
     def _check_block(self, ctx: RequestContext, settings: TenantSettings) -> None:
         if (
@@ -215,8 +268,9 @@ class LimitAdmitter:
         gate = None
         if capacity is not None:
             queue = self._config.queue
+            self._capacities[model.name] = capacity
             gate = CapacityGate(
-                capacity,
+                self._effective_capacity(model.name),
                 max_queue=queue.max_queue,
                 max_queue_per_tenant=queue.max_queue_per_tenant,
             )

@@ -16,11 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from lockgate.admission.fair_queue import Priority
 from lockgate.admission.limiter import Limit, LimitKind, check_call
 from lockgate.admission.spec import NO_LIMITS, LimitSpec
 from lockgate.config.spec import AdmissionSpec, Pricing
+
+if TYPE_CHECKING:  # admission.budgets imports feedback, which imports this module
+    from lockgate.admission.budgets import ExhaustedBudget
 
 MICRO = Decimal(1_000_000)
 _DAY = 86_400.0
@@ -82,6 +86,9 @@ class CompiledPolicy:
     tenant: str
     needs_tokens: bool  # some limit counts tokens or spend: estimate them
     pricing: Pricing | None
+    # A spent ``reject`` budget of the caller's project or organisation: refuse (set by
+    # the admitter from what the budget evaluator measured; see admission/budgets.py).
+    budget: ExhaustedBudget | None = None
 
     def label_of(self, limit: Limit) -> LimitLabel:
         """The words for one of this policy's limits (a limiter hands back the same one)."""

@@ -2,8 +2,8 @@
 
 Every ``acquire`` issued during one turn of the event loop joins one batch;
 the batch is sent at the start of the next turn as ONE ``EVALSHA`` of the
-limiter's script (``BATCH_LUA`` in ``redis_limiter.py``: the layout of its
-arguments is packed here), which runs the decisions atomically, one after the
+limiter's script (``BATCH_LUA`` in ``redis_script.py``: the layout of its
+arguments is packed in ``redis_wire.py``), which runs the decisions atomically, one after the
 other in the order they were asked, and answers each. So a decision still
 takes one round trip (plus the rest of the turn it was asked in), and
 replicas still never interleave between a check and its charge. Settlements
@@ -40,73 +40,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
-
-def bulk(value: bytes) -> bytes:
-    """``value`` as a RESP bulk string."""
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def bulk_number(value: float) -> bytes:
-    """A number as a RESP bulk string Lua's ``tonumber`` reads back exactly."""
-    text = b"%.17g" % value
-    return b"$%d\r\n%s\r\n" % (len(text), text)
-
-
-_SMALL_INTS = tuple(bulk(b"%d" % number) for number in range(1024))
-
-
-def bulk_int(value: int) -> bytes:
-    return _SMALL_INTS[value] if value < 1024 else bulk(b"%d" % value)
-
-
-ACQUIRE = bulk(b"a")
-RELEASE = bulk(b"c")
-CORRECT = bulk(b"r")
-
-# What a call waiting in a batch is given: its part of the answer (a decision's tokens; None
-# for a settlement), or the exception that failed its batch.
-Outcome = list[bytes] | BaseException | None
-# Lease releases: (namespaced key, lease id).
-Releases = list[tuple[str, str]]
-
-
-class Plan:
-    """One sequence of limits, encoded once: what every decision on it sends.
-
-    ``keys[i]`` is limit i's namespaced key as a RESP bulk string; ``statics[i]``
-    its kind, interval and size, also packed; ``is_rate[i]`` whether its cost is
-    sent (a concurrency limit always costs 1). ``lease_keys`` are the namespaced
-    keys of its concurrency limits (what to release if a decision's answer is lost).
-    """
-
-    __slots__ = ("head", "is_rate", "keys", "lease_keys", "nargs", "ntokens", "statics")
-
-    def __init__(
-        self,
-        keys: Sequence[str],
-        kinds: Sequence[bool],
-        intervals: Sequence[float],
-        sizes: Sequence[float],
-    ) -> None:
-        count = len(keys)
-        self.keys = tuple(bulk(key.encode()) for key in keys)
-        self.is_rate = tuple(kinds)
-        # The kind codes are the letters of the settlement ops: 'r' rate, 'c' concurrency.
-        self.statics = tuple(
-            (CORRECT if is_rate else RELEASE) + bulk_number(interval) + bulk_number(size)
-            for is_rate, interval, size in zip(kinds, intervals, sizes, strict=True)
-        )
-        self.lease_keys = tuple(
-            key for key, is_rate in zip(keys, kinds, strict=True) if not is_rate
-        )
-        self.head = ACQUIRE + bulk_int(count)
-        self.nargs = 3 + 5 * count
-        self.ntokens = 2 + 2 * count
-
-
-# A settlement's operation: (op code, key as a bulk string, the rest packed, argument count).
-Op = tuple[bytes, bytes, bytes, int]
-_ONE = bulk(b"1")
+from lockgate.admission.redis_wire import (
+    ONE,
+    Op,
+    Outcome,
+    Plan,
+    Releases,
+    bulk,
+    bulk_int,
+    bulk_number,
+)
 
 
 class _Batch:
@@ -236,7 +179,7 @@ class BatchPipe:
         ):
             append(key(key_bulk))
             append(static)
-            append(bulk_number(cost) if is_rate else _ONE)
+            append(bulk_number(cost) if is_rate else ONE)
         batch.nargs += plan.nargs
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         batch.waiters.append((future, plan, lease_id, batch.ntokens))
