@@ -9,8 +9,8 @@ from lockgate.config import GatewaySpec, RuntimeConfig, resolve
 from lockgate.controlplane.actions import SYSTEM, AdminActions
 from lockgate.invalidation.inprocess import InProcessBus
 from lockgate.serve import new_event_loop, prepare, run_gateway
-from lockgate.services import database_url, resolve_pepper
 from lockgate.sim import SimConfig, SimServer
+from lockgate.startup import database_url, resolve_pepper
 from lockgate.store.store import Store
 
 DEMO_MODEL = "demo-chat"

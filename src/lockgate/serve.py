@@ -28,9 +28,10 @@ from lockgate.dataplane.pipeline.authenticate import Authenticator
 from lockgate.dataplane.pipeline.authorize import Authorizer
 from lockgate.dataplane.pipeline.settle import Settler, Settlers
 from lockgate.http.server import HttpServer
+from lockgate.metering.flush_process import FlusherProcess, lock_usage_directory
 from lockgate.observability.node import prepare_directory
-from lockgate.services import (
-    Services,
+from lockgate.services import Services
+from lockgate.startup import (
     ensure_data_dir,
     metrics_directory,
     prepare_database,
@@ -40,6 +41,8 @@ from lockgate.services import (
 
 if TYPE_CHECKING:
     from lockgate.controlplane.admin.app import AdminServer
+    from lockgate.dataplane.idempotency import IdempotencyStore
+    from lockgate.observability.tracing import Tracing
 
 log = logging.getLogger("lockgate.serve")
 
@@ -69,6 +72,8 @@ class Gateway:
         authorizer: Authorizer | None = None,
         admitter: Admitter | None = None,
         on_request: Callable[[], None] | None = None,
+        tracing: Tracing | None = None,
+        idempotency: IdempotencyStore | None = None,
     ) -> None:
         self.config = config
         self.dataplane = DataPlane(
@@ -78,6 +83,8 @@ class Gateway:
             authorizer=authorizer,
             admitter=admitter,
             on_request=on_request,
+            tracing=tracing,
+            idempotency=idempotency,
         )
         self.server = HttpServer(
             self.dataplane.handle,
@@ -112,18 +119,26 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
     serve_admin: bool = True,
     worker_index: int = 0,
+    flush_in_process: bool = True,
 ) -> int:
     """Serve with the full control plane until ``stop`` (or SIGTERM/SIGINT), then drain.
 
     The admin API runs in this worker too when ``server.admin_port`` is set and
-    ``serve_admin`` (one worker per machine serves it).
+    ``serve_admin`` (one worker per machine serves it). ``flush_in_process``: this
+    process also flushes its usage journal to the store; ``serve`` leaves that to a
+    ``FlusherProcess`` instead.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    services = await Services.start(config, worker_index=worker_index)
+    services = await Services.start(
+        config, worker_index=worker_index, flush_in_process=flush_in_process
+    )
     admin: AdminServer | None = None
     admin_task: asyncio.Task[None] | None = None
     try:
+        # Budgets and webhooks: every worker keeps its admitter's spent budgets current and
+        # bids for the lease under which one process evaluates budgets and delivers webhooks.
+        services.start_billing(config)
         if serve_admin and config.server.admin_port is not None:
             from lockgate.controlplane.admin.app import AdminServer  # FastAPI: only when used
 
@@ -136,8 +151,14 @@ async def run_gateway(
             authenticator=services.authenticator,
             authorizer=services.authorizer,
             admitter=services.admitter,
-            on_request=telemetry.metrics.request_started,
+            on_request=telemetry.metrics.request_started if telemetry.has_request_metrics else None,
+            tracing=telemetry.tracing,
+            # Scale-out: Idempotency-Key claims in Redis, so a retry on another replica replays.
+            idempotency=services.start_idempotency(config),
         )
+        # Upstream-health metrics and /readyz over this worker's router.
+        readiness = await services.watch(config, gateway.dataplane.router, loop.time)
+        gateway.dataplane.readiness = readiness.answer
         telemetry.start()
         snapshots = loop.create_task(telemetry.node.run())
         port = await gateway.start(reuse_port=reuse_port)
@@ -208,15 +229,54 @@ def _print_ready(config: RuntimeConfig, workers: int) -> Callable[[int], None]:
 
 
 def serve(config: RuntimeConfig) -> int:
-    """Run the gateway in the foreground with ``config.server.workers`` processes."""
+    """Run the gateway in the foreground with ``config.server.workers`` processes.
+
+    With metering on, a ``FlusherProcess`` moves the workers' journals to the store,
+    so flushing never competes with serving for a worker's GIL. Raises
+    ``JournalBusy`` when another gateway serves from the same data directory.
+    """
     prepare(config, in_child=True)
     workers = config.server.workers
-    if workers == 1:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(run_gateway(config, on_ready=_print_ready(config, 1)))
-    if config.server.port == 0:
-        config = _with_port(config, _free_port(config.server.host))
-    return _supervise(config, workers)
+    flusher: FlusherProcess | None = None
+    lock = None
+    if config.metering.enabled:
+        lock = lock_usage_directory(config)  # first: refuses if another gateway runs here
+    directory = metrics_directory(config)
+    if directory is not None:
+        prepare_directory(directory)  # this run's processes start their totals from zero
+    if config.metering.enabled:
+        flusher = FlusherProcess(config)
+        flusher.start()
+    try:
+        if workers == 1:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                return runner.run(_serve_one(config, flusher))
+        if config.server.port == 0:
+            config = _with_port(config, _free_port(config.server.host))
+        return _supervise(config, workers, flusher)
+    finally:
+        if flusher is not None:
+            flusher.stop()  # after the workers: their last journal commits get flushed
+        if lock is not None:
+            lock.close()
+
+
+async def _serve_one(config: RuntimeConfig, flusher: FlusherProcess | None) -> int:
+    """One worker in this process; the flusher (if any) restarted should it die."""
+
+    async def watch(flusher: FlusherProcess) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            flusher.check()
+
+    watching = asyncio.create_task(watch(flusher)) if flusher is not None else None
+    try:
+        return await run_gateway(
+            config, on_ready=_print_ready(config, 1), flush_in_process=flusher is None
+        )
+    finally:
+        if watching is not None:
+            watching.cancel()
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -247,6 +307,7 @@ def _worker(config: RuntimeConfig, index: int, ready: multiprocessing.synchroniz
             stop=stop,
             serve_admin=index == 0,
             worker_index=index,
+            flush_in_process=not config.metering.enabled,
         )
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -254,15 +315,12 @@ def _worker(config: RuntimeConfig, index: int, ready: multiprocessing.synchroniz
     sys.exit(code)
 
 
-def _supervise(config: RuntimeConfig, workers: int) -> int:
+def _supervise(config: RuntimeConfig, workers: int, flusher: FlusherProcess | None) -> int:
     """Fork the workers, restart one that crashes, stop them all on a signal.
 
     A worker that exits before it was ready (cannot bind, bad credentials file,
     ...) fails the whole command rather than being restarted forever.
     """
-    directory = metrics_directory(config)
-    if directory is not None:
-        prepare_directory(directory)  # workers of this run start their totals from zero
     context = multiprocessing.get_context("fork")
     processes: dict[int, tuple[multiprocessing.process.BaseProcess, Any]] = {}
     stopping = False
@@ -300,6 +358,8 @@ def _supervise(config: RuntimeConfig, workers: int) -> int:
         start(index)
     while True:
         time.sleep(0.1)
+        if flusher is not None and not stopping:
+            flusher.check()
         for index, (process, ready) in list(processes.items()):
             if process.exitcode is None:
                 continue

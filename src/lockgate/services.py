@@ -7,129 +7,55 @@ and ``close`` releases them in reverse order.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
-import secrets
-import subprocess
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from lockgate.admission.admitter import LimitAdmitter
-from lockgate.admission.limiter import Limiter
-from lockgate.admission.local import LocalLimiter
+from lockgate.admission.build import build_admitter
 from lockgate.config import RuntimeConfig
-from lockgate.config.spec import SecretRef
 from lockgate.controlplane.actions import (
     TOPIC_API_KEY,
     TOPIC_ORGANIZATION,
     TOPIC_PROJECT,
     AdminActions,
 )
-from lockgate.dataplane.pipeline.admit import AdmitAll, Admitter
+from lockgate.controlplane.actions.prices import PriceActions
+from lockgate.dataplane.lifecycle import ModelLifecycle
+from lockgate.dataplane.pipeline.admit import Admitter
 from lockgate.dataplane.pipeline.authenticate import (
     CredentialAuthenticator,
 )
 from lockgate.dataplane.pipeline.authorize import Authorizer, PolicyAuthorizer
+from lockgate.dataplane.pipeline.route import BalancingRouter
 from lockgate.dataplane.pipeline.settle import Settler
 from lockgate.invalidation.build import build_bus
 from lockgate.invalidation.bus import InvalidationBus
 from lockgate.metering.ledger import UsageLedger
-from lockgate.metering.pricing import PriceCatalogue
-from lockgate.observability.access_log import AccessLog
-from lockgate.observability.admission_metrics import AdmissionCollector, LimiterHealth
-from lockgate.observability.metrics import GatewayMetrics
-from lockgate.observability.node import NodeMetrics
-from lockgate.store.database import default_url
-from lockgate.store.errors import StoreError
+from lockgate.metering.wiring import Metering
+from lockgate.observability.ledger_metrics import LedgerCollector
+from lockgate.observability.readiness import Readiness, build_readiness
+from lockgate.observability.request_debug import DebugTap, RequestDebugger
+from lockgate.observability.routing_metrics import PlanSource, RoutingCollector, routed_entries
+from lockgate.observability.telemetry import Telemetry
+from lockgate.routing.breaker_sharing import BreakerSharing
+from lockgate.startup import database_url, load_keyring, resolve_pepper
 from lockgate.store.key_lookup import StoreKeyLookup
+from lockgate.store.repositories.request_debug import request_debug
 from lockgate.store.store import Store
 from lockgate.tenancy.key_cache import KeyCache
-from lockgate.tenancy.keys import DEFAULT_PEPPER_ENV, load_pepper
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from lockgate.dataplane.idempotency import IdempotencyStore
     from lockgate.tenancy.jwt import JwtVerifier
-    from lockgate.tenancy.secretbox import Keyring
+    from lockgate.webhooks.background import BillingWork
 
 log = logging.getLogger("lockgate.services")
 
 _PEPPER_FILE = "api-key-pepper"
-
-
-def database_url(config: RuntimeConfig) -> str:
-    return config.database_url or default_url(config.server.data_dir)
-
-
-def is_embedded(config: RuntimeConfig) -> bool:
-    return config.database_url is None
-
-
-def ensure_data_dir(config: RuntimeConfig) -> None:
-    """The embedded database, pepper and local bus live here; create it at start-up."""
-    Path(config.server.data_dir).mkdir(parents=True, exist_ok=True)
-
-
-async def prepare_database(config: RuntimeConfig) -> None:
-    """Run migrations once, before workers start (safe if several replicas race)."""
-    from lockgate.store import migrate  # Alembic: only where migrations run
-
-    await migrate.upgrade(database_url(config))
-
-
-def prepare_database_in_child(config: RuntimeConfig) -> None:
-    """``prepare_database`` in a short-lived process, so this one never loads Alembic."""
-    done = subprocess.run(
-        [sys.executable, "-m", "lockgate.store.migrate"],
-        input=database_url(config),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise StoreError(
-            done.stderr.strip().splitlines()[-1] if done.stderr else "migration failed"
-        )
-
-
-def resolve_pepper(config: RuntimeConfig) -> bytes:
-    """The API key pepper: configured, from the environment, or (embedded) a local file.
-
-    Scale-out replicas must share one pepper, so there it has to be configured.
-    """
-    if config.auth.api_key_pepper is not None or os.environ.get(DEFAULT_PEPPER_ENV):
-        return load_pepper(config.auth.api_key_pepper)
-    if not is_embedded(config):
-        raise ValueError(
-            f"set {DEFAULT_PEPPER_ENV} (or auth.api_key_pepper): every replica sharing "
-            "the database must hash API keys with the same pepper"
-        )
-    path = Path(config.server.data_dir) / _PEPPER_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("hex:" + secrets.token_hex(32) + "\n")
-        log.info("generated an API key pepper in %s (keep it with the database)", path)
-    return load_pepper(SecretRef(file=str(path)))
-
-
-# secretbox.DEFAULT_ENV, named here so deployments without it never load AES-GCM.
-_MASTER_KEYS_ENV = "LOCKGATE_MASTER_KEYS"
-
-
-def load_keyring() -> Keyring | None:
-    """The master keys encrypting secrets at rest (upstream credentials, idempotent
-    replays), or None when ``LOCKGATE_MASTER_KEYS`` is unset. Raises ``KeyringError``
-    (a ``ValueError``) for a malformed value, so a bad key stops start-up."""
-    if not os.environ.get(_MASTER_KEYS_ENV, "").strip():
-        return None
-    from lockgate.tenancy.secretbox import Keyring
-
-    return Keyring.from_env(_MASTER_KEYS_ENV)
 
 
 @dataclass
@@ -145,10 +71,28 @@ class Services:
     admitter: Admitter
     telemetry: Telemetry
     ledger: UsageLedger | None = None
+    # Debug sessions of API keys (None: observability.request_debugging is off).
+    request_debug: RequestDebugger | None = None
+    # Set by ``run_gateway`` once the data plane exists (the checks need its router).
+    readiness: Readiness | None = None
+    # The ledger with live prices and the CloudEvents push (None: metering is off).
+    metering: Metering | None = None
+    # Budgets' evaluation and gate, webhook delivery (``start_billing``; None: not started).
+    billing: BillingWork | None = None
+    # Runtime deployments, live rollouts, rollback, shadow copies (attached in ``watch``).
+    lifecycle: ModelLifecycle | None = None
+    # Idempotency-Key state shared by every replica (``start_idempotency``; None: in process).
+    idempotency: IdempotencyStore | None = None
+    # Circuit-breaker opens shared with every other process (``watch``).
+    breakers: BreakerSharing | None = None
 
     @classmethod
-    async def start(cls, config: RuntimeConfig, *, worker_index: int = 0) -> Services:
-        """``worker_index`` names this worker's usage journal, stable across restarts."""
+    async def start(
+        cls, config: RuntimeConfig, *, worker_index: int = 0, flush_in_process: bool = True
+    ) -> Services:
+        """``worker_index`` names this worker's usage journal, stable across restarts.
+        ``flush_in_process``: flush it to the store from here, rather than leave it to
+        a ``FlusherProcess`` (what ``lockgate serve`` runs)."""
         keyring = load_keyring()
         store = await Store.open(database_url(config))
         try:
@@ -158,6 +102,8 @@ class Services:
             bus.subscribe(TOPIC_PROJECT, cache.invalidate_project)
             bus.subscribe(TOPIC_ORGANIZATION, cache.invalidate_organization)
             bus.on_reconnect(cache.clear)
+            # Runtime deployments and rollouts: subscribed before the bus starts.
+            lifecycle = ModelLifecycle.for_services(config, store, bus)
             await bus.start()
         except BaseException:
             await store.close()
@@ -173,127 +119,168 @@ class Services:
         )
         actions = AdminActions(store, bus, pepper, keyring)
         admitter = build_admitter(config)
-        telemetry = Telemetry.build(config, admitter)
+        telemetry = Telemetry.build(config, admitter, has_ledger_process=not flush_in_process)
         ledger = None
+        metering = None
         if config.metering.enabled:
-            ledger = UsageLedger(
-                Path(config.server.data_dir) / "usage" / f"journal-{worker_index}.db",
-                store.usage,
-                PriceCatalogue(config.metering.prices),
-            )
-            try:
-                await ledger.start()  # re-sends whatever a previous run left in the journal
+            try:  # the ledger, live prices and the CloudEvents push (metering/wiring.py)
+                metering = await Metering.start(
+                    config, store, bus, worker_index=worker_index, flush_in_process=flush_in_process
+                )
             except BaseException:
                 await bus.close()
                 await store.close()
                 raise
+            ledger = metering.ledger
+        telemetry.metrics.add_collector(LedgerCollector(ledger))
+        authorizer: Authorizer = PolicyAuthorizer()
+        debugger = None
+        if config.observability.request_debugging:
+            debugger = RequestDebugger(request_debug(store), bus)
+            authorizer = DebugTap(authorizer, debugger)
+            telemetry.metrics.add_collector(debugger)
+            await debugger.start()  # never raises for the store: it retries in the background
         return cls(
             store,
             bus,
             cache,
             pepper,
             authenticator,
-            PolicyAuthorizer(),
+            authorizer,
             actions,
             jwt,
             admitter,
             telemetry,
             ledger,
+            debugger,
+            metering=metering,
+            lifecycle=lifecycle,
         )
 
     def admin_app(self) -> FastAPI:
         # Imported here: the admin framework costs every CLI command ~0.3 s otherwise.
+        from lockgate.controlplane.actions.request_debug import RequestDebugActions
         from lockgate.controlplane.admin import create_admin_app
 
         return create_admin_app(
-            self.store, self.actions, self.authenticator, self.jwt, self.telemetry.render_metrics
+            self.store,
+            self.actions,
+            self.authenticator,
+            self.jwt,
+            self.telemetry.render_metrics,
+            request_debug=RequestDebugActions(self.store, self.bus),
+            readiness=self.readiness_answer,
+            prices=self.price_actions(),
+            deployments=self.lifecycle.actions if self.lifecycle is not None else None,
+            shadow=self.lifecycle.shadow if self.lifecycle is not None else None,
         )
+
+    def price_actions(self) -> PriceActions | None:
+        """Adding prices at runtime (None when metering is off: nothing would use them)."""
+        if self.metering is None:
+            return None
+        return PriceActions(self.store, self.bus, self.metering.catalogue.config_entries)
+
+    async def watch(
+        self, config: RuntimeConfig, router: PlanSource, clock: Callable[[], float]
+    ) -> Readiness:
+        """Upstream-health metrics and readiness over the data plane's router (``clock``:
+        its loop's ``time``). Checks once before returning, then in the background;
+        ``close`` stops it."""
+        models = routed_entries(config.models)  # a versioned model: each name@version
+        if self.lifecycle is not None and isinstance(router, BalancingRouter):
+            self.lifecycle.attach(router)  # runtime deployments and rollouts reach its pools
+        if isinstance(router, BalancingRouter):  # one process's breaker open is everyone's
+            self.breakers = BreakerSharing(self.bus, router.pool_of, clock)
+            for name in models:
+                pool = router.pool_of(name)
+                if pool is not None:
+                    self.breakers.attach(pool)
+        self.telemetry.metrics.add_collector(RoutingCollector(router, models, clock))
+        self.readiness = build_readiness(config, request_debug(self.store).ping, router, clock)
+        await self.readiness.refresh()
+        self.readiness.start()
+        return self.readiness
+
+    def start_billing(self, config: RuntimeConfig) -> BillingWork | None:
+        """Start this worker's budget gate and its bid for the billing lease (evaluator,
+        usage summaries, webhook deliverer); ``close`` stops them. None when
+        ``metering.budgets.enabled`` is off."""
+        if not config.metering.budgets.enabled:
+            return None
+        from lockgate.metering.budgets_gate import TOPIC_BUDGETS, BudgetGate
+        from lockgate.webhooks.background import BillingWork
+
+        gate = None
+        if isinstance(self.admitter, LimitAdmitter):
+            gate = BudgetGate(self.store, self.admitter)
+            self.bus.subscribe(TOPIC_BUDGETS, gate.poke)
+
+        async def exhaustion_changed() -> None:
+            await self.bus.publish(TOPIC_BUDGETS, "exhausted")
+
+        self.billing = BillingWork(
+            self.store,
+            load_keyring(),
+            config.metering.budgets,
+            config.metering.webhooks,
+            gate=gate,
+            on_exhaustion_change=exhaustion_changed,
+        )
+        self.billing.start()
+        return self.billing
+
+    def start_idempotency(self, config: RuntimeConfig) -> IdempotencyStore | None:
+        """Scale-out (``redis.url`` set): Idempotency-Key claims and answers in Redis, so a
+        retry that reaches another replica is still a replay; pass it to the data plane.
+        None in embedded mode (the data plane keeps them in process) or when disabled."""
+        spec = config.routing.idempotency
+        if config.redis_url is None or not spec.enabled:
+            return None
+        from lockgate.dataplane.idempotency import IdempotencyStore
+        from lockgate.dataplane.idempotency_redis import RedisBackend
+
+        backend = RedisBackend(config.redis_url, config.redis_key_prefix, spec)
+        self.idempotency = IdempotencyStore(backend, spec)
+        return self.idempotency
+
+    def readiness_answer(self) -> tuple[int, bytes]:
+        """``/readyz`` of the admin port: this worker's cached verdict."""
+        if self.readiness is None:
+            return 503, b'{"status":"starting","checks":{}}'
+        return self.readiness.answer()
 
     @property
     def settlers(self) -> tuple[Settler, ...]:
         """Billing first: a failing metrics or log settler never costs a usage record."""
         ledger: tuple[Settler, ...] = (self.ledger,) if self.ledger is not None else ()
-        return (*ledger, *self.telemetry.settlers)
+        debug: tuple[Settler, ...] = (self.request_debug,) if self.request_debug else ()
+        lifecycle = self.lifecycle
+        # Only versioned models can roll back: without them, no per-request cost at all.
+        rollback: tuple[Settler, ...] = (
+            (lifecycle,) if lifecycle is not None and lifecycle.is_needed_per_request else ()
+        )
+        return (*ledger, *self.telemetry.settlers, *debug, *rollback)
 
     async def close(self) -> None:
         """After the data plane drained: the ledger commits and flushes what it holds."""
-        if self.ledger is not None:
+        if self.lifecycle is not None:  # shadow copies, rollbacks being recorded
+            await self.lifecycle.close()
+        if self.billing is not None:
+            await self.billing.close()
+        if self.readiness is not None:
+            await self.readiness.stop()
+        if self.breakers is not None:
+            await self.breakers.close()
+        if self.metering is not None:  # pusher, ledger (its final flush), prices
+            await self.metering.close()
+        elif self.ledger is not None:
             await self.ledger.close()
+        if self.request_debug is not None:
+            await self.request_debug.close()
         if isinstance(self.admitter, LimitAdmitter):
             await self.admitter.close()
+        if self.idempotency is not None:  # pending completions first, then the connection
+            await self.idempotency.close()
         await self.bus.close()
         await self.store.close()
-
-
-def metrics_directory(config: RuntimeConfig) -> Path | None:
-    """Where workers share metric snapshots (one process needs none)."""
-    if config.server.workers <= 1:
-        return None
-    return Path(config.server.data_dir) / "metrics"
-
-
-@dataclass
-class Telemetry:
-    """Metrics and the access log of one worker: settlers for the pipeline, a page to scrape."""
-
-    metrics: GatewayMetrics
-    node: NodeMetrics
-    access_log: AccessLog | None
-
-    @classmethod
-    def build(cls, config: RuntimeConfig, admitter: Admitter) -> Telemetry:
-        settings = config.observability
-        metrics = GatewayMetrics(
-            models=[m.name for m in config.models],
-            deployments=[d.name for m in config.models for d in m.deployments],
-            by_project=settings.metrics_by_project,
-            max_projects=settings.max_projects,
-        )
-        access_log = AccessLog(settings.access_log) if settings.access_log else None
-        if isinstance(admitter, LimitAdmitter):
-            limiter = admitter.limiter
-            # Only the shared (Redis) limiter has a backend that can fail.
-            health = (
-                cast("LimiterHealth", limiter) if hasattr(limiter, "backend_failures") else None
-            )
-            metrics.add_collector(AdmissionCollector(admitter, health, admitter.gates))
-        else:
-            metrics.add_collector(AdmissionCollector())
-        if access_log is not None:
-            metrics.add_collector(access_log)
-        return cls(metrics, NodeMetrics(metrics, metrics_directory(config)), access_log)
-
-    @property
-    def settlers(self) -> tuple[Settler, ...]:
-        return (self.metrics,) if self.access_log is None else (self.metrics, self.access_log)
-
-    def start(self) -> None:
-        if self.access_log is not None:
-            self.access_log.start()
-
-    def close(self) -> None:
-        """After draining: the access log writes what is left."""
-        if self.access_log is not None:
-            self.access_log.close()
-
-    async def render_metrics(self) -> tuple[str, bytes]:
-        # Reading the other workers' snapshots takes milliseconds: off the event loop.
-        return await asyncio.to_thread(self.node.render)
-
-
-def build_admitter(config: RuntimeConfig) -> Admitter:
-    """Limits in Redis when replicas share it (exact across them), else in process."""
-    if not config.admission.enabled:
-        return AdmitAll()
-    limiter: Limiter
-    if config.redis_url is not None:
-        from lockgate.admission.redis_limiter import RedisLimiter
-
-        limiter = RedisLimiter(
-            config.redis_url,
-            namespace=f"{config.redis_key_prefix}limits:",
-            timeout_s=config.admission.backend_timeout_ms / 1000,
-        )
-    else:
-        limiter = LocalLimiter()
-    return LimitAdmitter(limiter, config.admission)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -63,9 +64,22 @@ async def test_demo_starts_gateway_and_engine_and_prints_working_examples() -> N
             )
             text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
         assert text
+        # Everything it logged so far: a demo that works but prints tracebacks is broken.
+        logged = await read_available(process.stdout)
+        assert "Traceback" not in banner + logged, banner + logged
     finally:
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def read_available(stream: asyncio.StreamReader) -> str:
+    """What ``stream`` says within the next 1.5 s, without waiting for its end."""
+    chunks: list[bytes] = []
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.5):
+            while chunk := await stream.read(65536):
+                chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 async def test_sim_command_serves_until_terminated() -> None:

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from lockgate.controlplane.actions.secrets import upstream_secret_aad
-from lockgate.services import load_keyring
+from lockgate.startup import load_keyring
 from lockgate.tenancy.model import Role
 from tests.controlplane.conftest import Admin
 from tests.controlplane.tenants import assert_error, audit_entries, two_tenants

@@ -140,7 +140,13 @@ async def test_upstream_429_keeps_retry_after(gateway: RunningGateway, sim: SimS
     assert (error["type"], error["message"]) == (upstream["type"], upstream["message"])
     assert response.headers["retry-after"] == "7"
     assert response.headers["retry-after-ms"] == "7000"
-    await assert_healthy(gateway.port)
+    # The Retry-After is honoured for every request: the only deployment is skipped
+    # (no upstream call) until it passes, and the client is told when to come back.
+    seen = sim.engine.requests_total
+    response = await post(gateway.port, chat_body())
+    assert_error(response, 503, "upstream_throttled", "upstream")
+    assert 6 <= int(response.headers["retry-after"]) <= 7
+    assert sim.engine.requests_total == seen
 
 
 async def test_upstream_429_is_a_rate_limit_error_for_the_sdk(
@@ -148,12 +154,15 @@ async def test_upstream_429_is_a_rate_limit_error_for_the_sdk(
 ) -> None:
     with pytest.raises(openai.RateLimitError) as caught:
         await client.chat.completions.create(
-            model="sim-chat", messages=MESSAGES, extra_headers=fault("error-429")
+            model="sim-chat",
+            messages=MESSAGES,
+            extra_headers=fault("error-429", retry_after=0.3),
         )
     assert caught.value.status_code == 429
     assert caught.value.code == "rate_limit_exceeded"
-    assert caught.value.response.headers["retry-after"] == "2"  # the simulator's default
+    assert caught.value.response.headers["retry-after"] == "0.3"
     assert caught.value.response.headers["x-lockgate-error-source"] == "upstream"
+    # A short Retry-After on the only deployment is waited out by the gateway.
     answer = await client.chat.completions.create(model="sim-chat", messages=MESSAGES)
     assert answer.choices[0].message.content
 

@@ -25,7 +25,9 @@ from lockgate.config.spec import (
     ServerSpec,
     Timeouts,
 )
+from lockgate.routing.lifecycle_spec import RolloutSpec, VersionLifecycleSpec
 from lockgate.routing.spec import FallbackSpec, ModelRoutingSpec, RoutingSpec, merge_routing
+from lockgate.routing.versions import expand_versions, nest_versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,7 @@ class DeploymentTarget:
     forward_header_prefixes: tuple[bytes, ...]
     capacity: int | None = None
     weight: float = 1.0
+    supports_continuation: bool = False
 
     @property
     def origin_key(self) -> tuple[str, str, int]:
@@ -68,6 +71,17 @@ class ModelEntry:
     routing: ModelRoutingSpec = field(default_factory=ModelRoutingSpec)
     # Fallback models in order, by their canonical names (aliases resolved).
     fallbacks: tuple[FallbackSpec, ...] = ()
+    # Timeouts merged over the global ones (deployments added at runtime start from these).
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    # Versions (routing/versions.py). A public entry: its versions (each an entry named
+    # name@version), the default and the rollout. A version entry: ``version``, its
+    # lifecycle and the Deprecation/Sunset lines its answers carry.
+    versions: tuple[ModelEntry, ...] = ()
+    default_version: str = ""
+    rollout: RolloutSpec | None = None
+    version: str = ""
+    lifecycle: VersionLifecycleSpec | None = None
+    response_headers: bytes = b""
 
     @property
     def capacity(self) -> int | None:
@@ -98,7 +112,8 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
     problems: list[str] = []
     models = []
     canonical = {name: m.name for m in spec.models for name in (m.name, *m.aliases)}
-    for m_index, model in enumerate(spec.models):
+    # Each version is resolved as a model of its own (name@version), then nested.
+    for m_index, model in enumerate(expand_versions(spec.models)):
         model_timeouts = _merge(spec.timeouts, model.timeouts)
         targets = []
         for d_index, dep in enumerate(model.deployments):
@@ -130,6 +145,7 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
                     forward_header_prefixes=prefixes,
                     capacity=dep.capacity,
                     weight=dep.weight,
+                    supports_continuation=dep.supports_continuation,
                 )
             )
         models.append(
@@ -144,10 +160,12 @@ def resolve(spec: GatewaySpec, *, source: str = "<config>") -> RuntimeConfig:
                 fallbacks=tuple(
                     f.model_copy(update={"model": canonical[f.model]}) for f in model.fallbacks
                 ),
+                timeouts=model_timeouts,
             )
         )
     if problems:
         raise ConfigError(source, problems)
+    models = nest_versions(spec.models, models)
     index = {name: m for m in models for name in (m.name, *m.aliases)}
     return RuntimeConfig(
         server=spec.server,

@@ -10,7 +10,19 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lockgate.admission.spec import NO_LIMITS, FailurePolicy, LimitSpec
-from lockgate.metering.pricing import PriceEntry
+from lockgate.config.base import SecretRef as SecretRef
+from lockgate.config.metering_spec import CloudEventsPushSpec as CloudEventsPushSpec
+from lockgate.config.metering_spec import MeteringSpec as MeteringSpec
+from lockgate.config.observability_spec import ObservabilitySpec as ObservabilitySpec
+from lockgate.config.observability_spec import ReadinessSpec as ReadinessSpec
+from lockgate.config.observability_spec import TraceBatchSpec as TraceBatchSpec
+from lockgate.config.observability_spec import TracingSpec as TracingSpec
+from lockgate.routing.lifecycle_spec import (
+    RolloutSpec,
+    VersionLifecycleSpec,
+    check_replacements,
+    check_versions,
+)
 from lockgate.routing.spec import FallbackSpec, ModelRoutingSpec, RoutingSpec
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -18,20 +30,9 @@ _HEADER_PATTERN = re.compile(r"^[a-z0-9-]+\*?$")
 
 
 class Strict(BaseModel):
+    # Unknown keys are errors; models are frozen. Defined in each spec module, not imported:
+    # ruff recognises pydantic models (their list/dict defaults) only by a local base.
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(Strict):
-    """A credential by reference: never written in the config file itself."""
-
-    env: str | None = None
-    file: str | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("give exactly one of 'env' or 'file'")
-        return self
 
 
 class Timeouts(Strict):
@@ -55,6 +56,9 @@ class DeploymentSpec(Strict):
     # Share of traffic under weighted_random (relative to the model's other deployments),
     # and of keys under cache_affinity.
     weight: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+    # The engine can continue a partial assistant message (vLLM's continue_final_message):
+    # a broken stream may be finished here (docs/routing.md, mid-stream failover).
+    supports_continuation: bool = False
 
     @field_validator("base_url")
     @classmethod
@@ -82,6 +86,15 @@ class Pricing(Strict):
     output_per_million: Annotated[Decimal, Field(ge=0)] = Decimal(0)
 
 
+class VersionSpec(VersionLifecycleSpec):
+    """One version of a model: its lifecycle (``VersionLifecycleSpec``) and deployments."""
+
+    # [] when the version's engines register themselves.
+    deployments: list[DeploymentSpec] = Field(default_factory=list)
+    # Merged over the model's routing (itself over routing.defaults).
+    routing: ModelRoutingSpec | None = None
+
+
 class ModelSpec(Strict):
     name: Annotated[str, Field(pattern=_NAME)]
     aliases: list[Annotated[str, Field(pattern=_NAME)]] = []
@@ -95,14 +108,22 @@ class ModelSpec(Strict):
     routing: ModelRoutingSpec | None = None
     # Other models to try, in order, when this one cannot answer (docs/routing.md).
     fallbacks: list[FallbackSpec] = []
-    deployments: Annotated[list[DeploymentSpec], Field(min_length=1)]
+    # Required unless the model has versions; [] when every deployment comes from the
+    # admin API or engine registration (docs/routing.md#registration).
+    deployments: list[DeploymentSpec] = []
+    # Versions (``name@version``), each with its own deployments; see docs/routing.md#versions.
+    versions: list[VersionSpec] = []
+    default_version: str | None = None
+    rollout: RolloutSpec | None = None
 
     @model_validator(mode="after")
     def _unique_deployments(self) -> ModelSpec:
-        names = [d.name for d in self.deployments]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"deployment names must be unique: {', '.join(duplicates)}")
+        for deployments in (self.deployments, *(v.deployments for v in self.versions)):
+            names = [d.name for d in deployments]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"deployment names must be unique: {', '.join(duplicates)}")
+        check_versions(self, has_deployments="deployments" in self.model_fields_set)
         return self
 
 
@@ -243,21 +264,6 @@ class AdmissionSpec(Strict):
     queue: QueueSpec = QueueSpec()
 
 
-class MeteringSpec(Strict):
-    # The usage ledger: one record per request, journalled locally, flushed to the store.
-    enabled: bool = True
-    # Price versions (effective-dated); see docs/metering.md.
-    prices: list[PriceEntry] = []
-
-
-class ObservabilitySpec(Strict):
-    # One JSON line per request: "-" for stdout, a file path, or null for none.
-    access_log: str | None = "-"
-    # A project label on request and token counters (bounded: beyond the cap, "other").
-    metrics_by_project: bool = False
-    max_projects: Annotated[int, Field(ge=1, le=10_000)] = 100
-
-
 class GatewaySpec(Strict):
     server: ServerSpec = ServerSpec()
     database: DatabaseSpec = DatabaseSpec()
@@ -296,4 +302,21 @@ class GatewaySpec(Strict):
                     )
                 if target == model.name:
                     raise ValueError(f"model {model.name!r} cannot fall back to itself")
+        return self
+
+    @model_validator(mode="after")
+    def _replacements_exist(self) -> GatewaySpec:
+        check_replacements(self.models)
+        return self
+
+    @model_validator(mode="after")
+    def _required_models_exist(self) -> GatewaySpec:
+        required = self.observability.readiness.required_models or []
+        names = {m.name for m in self.models}
+        unknown = sorted(set(required) - names)
+        if unknown:
+            raise ValueError(
+                f"observability.readiness.required_models names {', '.join(map(repr, unknown))}, "
+                "which is not a model name (aliases are not accepted here)"
+            )
         return self

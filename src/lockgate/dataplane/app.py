@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lockgate.config import RuntimeConfig
 from lockgate.dataplane import pipeline
@@ -18,13 +19,15 @@ from lockgate.dataplane.api.openai import (
     read_passthrough_request,
 )
 from lockgate.dataplane.context import RequestContext
+from lockgate.dataplane.idempotency import IdempotencyStore, build_idempotency
 from lockgate.dataplane.pipeline import Stages
 from lockgate.dataplane.pipeline.admit import AdmitAll, Admitter
 from lockgate.dataplane.pipeline.authenticate import AnonymousAuthenticator, Authenticator
 from lockgate.dataplane.pipeline.authorize import AllowAll, Authorizer
-from lockgate.dataplane.pipeline.forward import Forwarder, HttpProbe
+from lockgate.dataplane.pipeline.forward import Forwarder
 from lockgate.dataplane.pipeline.route import BalancingRouter
 from lockgate.dataplane.pipeline.settle import Settler, UsageTotals
+from lockgate.dataplane.probes import HttpMetricsFetch, HttpProbe
 from lockgate.dataplane.response_headers import error_headers, send_error
 from lockgate.dataplane.upstreams import Upstreams
 from lockgate.errors import (
@@ -36,6 +39,10 @@ from lockgate.errors import (
 )
 from lockgate.http.server import Connection, HttpRequest
 from lockgate.operations import Operation
+from lockgate.routing.engine_load import EngineLoadScraper
+
+if TYPE_CHECKING:
+    from lockgate.observability.tracing import Tracing
 
 _INFERENCE_ROUTES = {
     "/v1/chat/completions": Operation.CHAT,
@@ -75,26 +82,50 @@ class DataPlane:
         authorizer: Authorizer | None = None,
         admitter: Admitter | None = None,
         on_request: Callable[[], None] | None = None,
+        tracing: Tracing | None = None,
+        idempotency: IdempotencyStore | None = None,
     ) -> None:
         self.config = config
         # Told of every request entering the pipeline (the in-flight gauge).
         self._on_request = on_request
+        # Gives each request its trace context; None (tracing off): no OpenTelemetry at all.
+        # Its settler (the spans) must be among ``settler``'s.
+        self.tracing = tracing
         self.upstreams = Upstreams(config)
         self.router = BalancingRouter(config, probe=HttpProbe(self.upstreams))
         self.router.start()  # active health checks, if any model configures them
+        # Engine metrics (routing.engine_metrics) for the load score; ``engine_load.waiting``
+        # is the engines' own queue, for admission.
+        pools = {
+            id(pool): pool
+            for m in config.models
+            for entry in (m.versions or (m,))
+            if (pool := self.router.pool_of(entry.name)) is not None
+        }
+
+        # Idempotency-Key replays: in process unless scale-out passes a Redis-backed store.
+        self.idempotency = idempotency or build_idempotency(config.routing.idempotency)
         self.settler: Settler = settler if settler is not None else UsageTotals()
         self.stages = Stages(
             authenticator=authenticator or AnonymousAuthenticator(),
             authorizer=authorizer or AllowAll(),
             admitter=admitter or default_admitter(config),
             router=self.router,
-            forwarder=Forwarder(self.upstreams),
+            forwarder=Forwarder(self.upstreams, idempotency=self.idempotency),
             settler=self.settler,
             max_response_bytes=config.server.max_response_bytes,
         )
+        self.engine_load = EngineLoadScraper(
+            list(pools.values()),
+            HttpMetricsFetch(self.upstreams),
+            on_round=engine_report_to(self.stages.admitter),
+        )
+        self.engine_load.start()
         names = [name for m in config.models for name in (m.name, *m.aliases)]
         self._models_body = models_list(names)
         self.is_draining = False
+        # The cached readiness verdict, ``() -> (status, JSON body)``; None: always ready.
+        self.readiness: Callable[[], tuple[int, bytes]] | None = None
         self._request_ids = RequestIds()
 
     async def handle(self, request: HttpRequest, conn: Connection) -> None:
@@ -117,6 +148,8 @@ class DataPlane:
             return
         ctx = RequestContext(request_id, request, operation, conn.loop.time())
         ctx.client_ip = conn.client_ip
+        if self.tracing is not None:
+            ctx.trace = self.tracing.begin(request.headers)
         reader = (
             read_passthrough_request
             if operation is Operation.PASSTHROUGH
@@ -137,15 +170,26 @@ class DataPlane:
         elif path == "/readyz":
             if self.is_draining:
                 conn.respond(503, _JSON, b'{"status":"draining"}')
-            else:
+            elif self.readiness is None:
                 conn.respond(200, _JSON, b'{"status":"ready"}')
+            else:
+                status, body = self.readiness()
+                conn.respond(status, _JSON, body)
         else:
             not_found = EndpointNotFound(f"Unknown endpoint {request.method.decode()} {path}.")
             send_error(conn, request_id, not_found)
 
     def close(self) -> None:
         self.router.close()
+        self.engine_load.close()
         self.upstreams.close()
+
+
+def engine_report_to(admitter: Admitter) -> Callable[[str, float | None], None] | None:
+    """Where engines' queue readings go: the limit admitter's capacity gates, if any."""
+    from lockgate.admission.admitter import LimitAdmitter
+
+    return admitter.engines_report if isinstance(admitter, LimitAdmitter) else None
 
 
 def default_admitter(config: RuntimeConfig) -> Admitter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lockgate.admission.policy import TenantSettings
 from lockgate.config import DeploymentTarget, ModelEntry
@@ -12,6 +12,11 @@ from lockgate.errors import GatewayError
 from lockgate.http.server import HttpRequest
 from lockgate.operations import Operation
 from lockgate.usage import Usage
+
+if TYPE_CHECKING:
+    from lockgate.dataplane.idempotency import Claim
+    from lockgate.dataplane.pipeline.continuation import Continuation
+    from lockgate.observability.tracing_context import RequestTrace
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,11 @@ class RequestContext:
     wants_usage_chunk: bool = False
     principal: Principal = ANONYMOUS
     deployment: DeploymentTarget | None = None
+    # Stage boundaries (traces, Server-Timing): authenticated; body read, model resolved
+    # and authorised; admitted (after any wait in the saturation queue).
+    authenticated_at: float | None = None
+    admit_started_at: float | None = None
+    admitted_at: float | None = None
     upstream_sent_at: float | None = None
     upstream_first_byte_at: float | None = None
     upstream_done_at: float | None = None
@@ -70,3 +80,9 @@ class RequestContext:
     client_ip: str = ""
     # Rate-limit header lines (``name: value\r\n``) for whatever response goes out.
     limit_headers: bytes = b""
+    # Set by forward: how a broken stream may be continued elsewhere (None: it may not),
+    # and the Idempotency-Key claim whose answer the relay stores (None: no key).
+    continuation: Continuation | None = None
+    idempotency: Claim | None = None
+    # The request's trace (W3C trace context, attempts): None whenever tracing is off.
+    trace: RequestTrace | None = None

@@ -37,7 +37,7 @@ def success_headers(ctx: RequestContext, content_type: bytes, now: float) -> byt
     assert model is not None
     return (
         b"content-type: %s\r\nx-request-id: %s\r\nx-lockgate-model: %s\r\n"
-        b"x-lockgate-deployment: %s\r\nserver-timing: %s\r\n%s"
+        b"x-lockgate-deployment: %s\r\nserver-timing: %s\r\n%s%s"
         % (
             content_type,
             ctx.request_id.encode(),
@@ -45,6 +45,7 @@ def success_headers(ctx: RequestContext, content_type: bytes, now: float) -> byt
             deployment.name.encode(),
             server_timing(ctx, now),
             ctx.limit_headers,
+            model.response_headers,  # Deprecation/Sunset of a deprecated version, else b""
         )
     )
 

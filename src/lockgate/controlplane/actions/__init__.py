@@ -30,14 +30,18 @@ from lockgate.controlplane.actions.base import (
     service_account_summary,
     user_summary,
 )
+from lockgate.controlplane.actions.budgets import BudgetActions
 from lockgate.controlplane.actions.idempotency import IdempotentRequest
 from lockgate.controlplane.actions.keys import KeyActions, created_response
 from lockgate.controlplane.actions.principals import PrincipalActions
 from lockgate.controlplane.actions.secrets import SecretActions
 from lockgate.controlplane.actions.tenants import TenantActions
+from lockgate.controlplane.actions.webhooks import WebhookActions
 
 
-class AdminActions(TenantActions, PrincipalActions, KeyActions, SecretActions):
+class AdminActions(
+    TenantActions, PrincipalActions, KeyActions, SecretActions, BudgetActions, WebhookActions
+):
     """Every admin action; built once per process with the store, bus, pepper and
     (optionally) the master keyring."""
 

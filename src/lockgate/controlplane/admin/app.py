@@ -11,18 +11,29 @@ from fastapi import FastAPI, Response
 
 from lockgate import __version__
 from lockgate.controlplane.actions import AdminActions
+from lockgate.controlplane.actions.deployments import DeploymentActions
+from lockgate.controlplane.actions.prices import PriceActions
+from lockgate.controlplane.actions.request_debug import RequestDebugActions
 from lockgate.controlplane.admin import (
     routes_audit,
+    routes_budgets,
+    routes_deployments,
     routes_keys,
+    routes_prices,
     routes_principals,
+    routes_requests,
+    routes_rollouts,
     routes_secrets,
     routes_tenants,
+    routes_usage,
     routes_users,
+    routes_webhooks,
 )
 from lockgate.controlplane.admin.auth import AdminAuthenticator
 from lockgate.controlplane.admin.deps import AdminServices
 from lockgate.controlplane.admin.errors import install_error_handlers
 from lockgate.dataplane.pipeline.authenticate import CredentialAuthenticator
+from lockgate.routing.shadow import ShadowSender
 from lockgate.store.store import Store
 from lockgate.tenancy.jwt import JwtVerifier
 
@@ -35,6 +46,12 @@ def create_admin_app(
     keys: CredentialAuthenticator,
     jwt: JwtVerifier | None,
     metrics: MetricsPage | None = None,
+    *,
+    request_debug: RequestDebugActions | None = None,
+    readiness: Callable[[], tuple[int, bytes]] | None = None,
+    prices: PriceActions | None = None,
+    deployments: DeploymentActions | None = None,
+    shadow: ShadowSender | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Lockgate admin API",
@@ -51,6 +68,19 @@ def create_admin_app(
     app.include_router(routes_keys.router, tags=["api keys"])
     app.include_router(routes_secrets.router, tags=["upstream secrets"])
     app.include_router(routes_audit.router, tags=["audit"])
+    app.include_router(routes_budgets.router, tags=["budgets"])
+    app.include_router(routes_webhooks.router, tags=["webhooks"])
+    app.include_router(routes_usage.router, tags=["usage"])
+    # Price versions; adding needs the metering's PriceActions (None: metering is off).
+    app.state.prices = prices
+    app.include_router(routes_prices.router, tags=["prices"])
+    # Runtime deployments, engine registration, rollouts (None: served by no one here).
+    app.state.deployments = deployments
+    app.state.shadow = shadow  # this process's shadow copies, for /rollouts/{model}/shadow
+    app.include_router(routes_deployments.router, tags=["deployments"])
+    app.include_router(routes_rollouts.router, tags=["rollouts"])
+    # Request inspection, key debug sessions, and /healthz, /readyz on this port.
+    routes_requests.install(app, request_debug, readiness)
     if metrics is not None:
         page = metrics
 

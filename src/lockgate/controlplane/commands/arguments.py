@@ -9,9 +9,29 @@ from __future__ import annotations
 
 import argparse
 
+from lockgate.controlplane.commands.billing_arguments import (
+    add_budget_parsers,
+    add_webhook_parsers,
+)
+from lockgate.controlplane.commands.deployment_arguments import add_lifecycle_parsers
+from lockgate.controlplane.commands.usage_arguments import add_usage_parsers
 from lockgate.tenancy.model import Scope
 
-GROUPS = ("admin", "orgs", "projects", "keys", "users", "audit")
+GROUPS = (
+    "admin",
+    "orgs",
+    "projects",
+    "keys",
+    "users",
+    "audit",
+    "inspect",
+    "budgets",
+    "webhooks",
+    "deployments",
+    "rollouts",
+    "usage",
+    "prices",
+)
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -158,6 +178,16 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     _key(leaf(keys, "revoke", "keys.revoke", "revoke a key for good"))
     _key(leaf(keys, "disable", "keys.disable", "disable a key until enabled again"))
     _key(leaf(keys, "enable", "keys.enable", "enable a disabled key"))
+    debug = _key(
+        leaf(keys, "debug", "keys.debug", "capture the key's next requests in full detail")
+    )
+    debug.add_argument(
+        "--requests", type=int, default=10, help="how many requests to capture (default: 10)"
+    )
+    debug.add_argument(
+        "--ttl", default="1h", metavar="DURATION", help="stop after this long anyway (default: 1h)"
+    )
+    _key(leaf(keys, "undebug", "keys.undebug", "end the key's debug sessions"))
 
     users = group("users", "users of an organisation")
     create_user = _org(leaf(users, "create", "users.create", "add a user to an organisation"))
@@ -172,6 +202,20 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     export.add_argument("--org", help="only this organisation's entries (id or name)")
     export.add_argument("--since", metavar="TIME", help="ISO 8601; entries at or after it")
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="everything known about one request: usage record, attempts, timings",
+        parents=[common],
+    )
+    inspect.set_defaults(operator="inspect")
+    inspect.add_argument("request_id", metavar="REQUEST_ID", help="as in x-request-id")
+
+    # Spend budgets and webhooks (their parsers in a module of their own).
+    add_budget_parsers(commands, common)
+    add_webhook_parsers(commands, common)
+    add_lifecycle_parsers(commands, common)
+    add_usage_parsers(commands, common, config)  # usage report/export, prices add/list
 
 
 def _org(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -18,7 +18,19 @@ from dataclasses import dataclass
 
 from lockgate.config import ConfigError, RuntimeConfig
 from lockgate.controlplane.bootstrap import AlreadyBootstrapped
-from lockgate.controlplane.commands import admin, audit, keys, tenants, users
+from lockgate.controlplane.commands import (
+    admin,
+    audit,
+    budgets,
+    deployments,
+    inspect,
+    keys,
+    prices,
+    tenants,
+    usage,
+    users,
+    webhooks,
+)
 from lockgate.controlplane.commands.errors import (
     EXIT_FAILED,
     EXIT_NOT_PROPAGATED,
@@ -34,7 +46,7 @@ from lockgate.controlplane.commands.session import (
 )
 from lockgate.errors import GatewayError
 from lockgate.invalidation.bus import InvalidationUnavailable
-from lockgate.services import resolve_pepper
+from lockgate.startup import resolve_pepper
 from lockgate.store.errors import Invalid, InvalidDatabaseUrl, NotFound, StoreError
 
 Handler = Callable[[Session, argparse.Namespace], Awaitable[int]]
@@ -66,6 +78,27 @@ ROUTES: dict[str, Command] = {
     "users.list": Command(users.list_users, writes=False),
     "audit.verify": Command(audit.verify, writes=False),
     "audit.export": Command(audit.export, writes=False),
+    "budgets.set": Command(budgets.set_budget, writes=True),
+    "budgets.list": Command(budgets.list_budgets, writes=False),
+    "budgets.delete": Command(budgets.delete_budget, writes=True),
+    "webhooks.create": Command(webhooks.create, writes=True),
+    "webhooks.list": Command(webhooks.list_webhooks, writes=False),
+    "webhooks.delete": Command(webhooks.delete, writes=True),
+    "webhooks.deliveries": Command(webhooks.deliveries, writes=False),
+    "webhooks.replay": Command(webhooks.replay, writes=True),
+    "inspect": Command(inspect.inspect, writes=False),
+    "keys.debug": Command(inspect.start_debug, writes=True),
+    "keys.undebug": Command(inspect.stop_debug, writes=True),
+    "deployments.list": Command(deployments.list_deployments, writes=False),
+    "deployments.add": Command(deployments.add_deployment, writes=True),
+    "deployments.remove": Command(deployments.remove_deployment, writes=True),
+    "rollouts.show": Command(deployments.show_rollouts, writes=False),
+    "rollouts.set": Command(deployments.set_rollout, writes=True),
+    "rollouts.resume": Command(deployments.resume_rollout, writes=True),
+    "usage.report": Command(usage.report, writes=False),
+    "usage.export": Command(usage.export, writes=False),
+    "prices.add": Command(prices.add, writes=True),
+    "prices.list": Command(prices.list_prices, writes=False),
 }
 
 

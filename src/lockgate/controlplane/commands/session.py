@@ -28,7 +28,7 @@ from lockgate.invalidation.bus import (
     KeyHandler,
     ReconnectHandler,
 )
-from lockgate.services import database_url, resolve_pepper
+from lockgate.startup import database_url, resolve_pepper
 from lockgate.store.store import Store
 
 

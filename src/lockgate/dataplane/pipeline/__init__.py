@@ -46,12 +46,16 @@ async def run(
     authentication, so anonymous traffic costs no JSON parsing and learns
     nothing about what the gateway serves.
     """
+    loop = conn.loop
     try:
         ctx.principal = await stages.authenticator.authenticate(ctx)
+        ctx.authenticated_at = loop.time()
         read_body(ctx)
         ctx.model = stages.router.resolve(ctx)
         stages.authorizer.authorize(ctx)
+        ctx.admit_started_at = loop.time()
         ticket = await stages.admitter.admit(ctx)
+        ctx.admitted_at = loop.time()
         try:
             # Route, then forward: attempts, retries and fallbacks all happen before the
             # first byte reaches the client; the deployment's lease ends with the relay.
@@ -69,5 +73,5 @@ async def run(
         ctx.is_client_disconnected = True
         raise
     finally:
-        ctx.finished_at = conn.loop.time()
+        ctx.finished_at = loop.time()
         stages.settler.settle(ctx)

@@ -9,11 +9,16 @@ stream that merely stops (silent truncation).
 
 from __future__ import annotations
 
+import asyncio
+
 from lockgate.dataplane.context import RequestContext
+from lockgate.dataplane.idempotency import StoredAnswer
+from lockgate.dataplane.pipeline.continuation import Continuation
 from lockgate.dataplane.response_headers import success_headers
 from lockgate.errors import (
     GatewayError,
     UpstreamFailure,
+    UpstreamProtocolError,
     UpstreamStreamBroken,
     UpstreamTimedOut,
 )
@@ -24,6 +29,9 @@ from lockgate.providers.openai_compat import parse_json_response
 from lockgate.providers.openai_stream import MalformedEvent, StreamTranslator
 
 _DONE_EVENT = b"data: [DONE]\n\n"
+# How long a stream whose usage arrived may take to send its [DONE] before the
+# connection is closed rather than pooled (the client has its whole answer already).
+_DONE_GRACE_S = 1.0
 
 
 def _as_gateway_error(exc: UpstreamError, deployment: str) -> GatewayError:
@@ -33,9 +41,15 @@ def _as_gateway_error(exc: UpstreamError, deployment: str) -> GatewayError:
 
 
 async def relay(
-    ctx: RequestContext, upstream: UpstreamResponse, conn: Connection, max_response_bytes: int
+    ctx: RequestContext,
+    upstream: UpstreamResponse | StoredAnswer,
+    conn: Connection,
+    max_response_bytes: int,
 ) -> None:
     """Write the whole response to the client. Always releases or aborts ``upstream``."""
+    if isinstance(upstream, StoredAnswer):
+        _replay(ctx, upstream, conn)
+        return
     content_type = upstream.header(b"content-type") or b"application/json"
     if ctx.operation is Operation.PASSTHROUGH:
         await _relay_raw(ctx, upstream, conn, content_type)
@@ -69,58 +83,61 @@ async def _relay_whole(
         body, ctx.usage = parse_json_response(body, ctx.model.name)
     ctx.status = 200
     conn.respond(200, success_headers(ctx, content_type, now), body)
+    claim = ctx.idempotency
+    if claim is not None:
+        claim.keep(StoredAnswer(content_type, body, ctx.model.name, ctx.deployment.name))
+
+
+def _replay(ctx: RequestContext, answer: StoredAnswer, conn: Connection) -> None:
+    """An answer stored under the request's Idempotency-Key: no upstream, no usage."""
+    ctx.status = 200
+    headers = b"content-type: %s\r\nx-request-id: %s\r\nx-lockgate-model: %s\r\n" % (
+        answer.content_type,
+        ctx.request_id.encode(),
+        answer.model.encode(),
+    )
+    headers += b"x-lockgate-deployment: %s\r\nidempotent-replayed: true\r\n%s" % (
+        answer.deployment.encode(),
+        ctx.limit_headers,
+    )
+    conn.respond(200, headers, answer.body)
 
 
 async def _relay_stream(
     ctx: RequestContext, upstream: UpstreamResponse, conn: Connection, content_type: bytes
 ) -> None:
+    """Relay events as they come. A stream that breaks is continued elsewhere where
+    ``ctx.continuation`` allows, else ended with an in-band error event — never cut
+    silently, never ended with a ``[DONE]`` it did not earn."""
     assert ctx.deployment is not None
     assert ctx.model is not None
     loop = conn.loop
-    translator = StreamTranslator(ctx.model.name, strip_usage_chunk=not ctx.wants_usage_chunk)
+    streams = ctx.model.routing.streams
+    continuation = ctx.continuation
+    translator = StreamTranslator(
+        ctx.model.name,
+        strip_usage_chunk=not ctx.wants_usage_chunk,
+        skip_malformed=streams.on_malformed_event == "skip",
+        track_text=continuation is not None,
+    )
     ctx.status = 200
     conn.start(200, success_headers(ctx, content_type, loop.time()))
-    error: GatewayError | None = None
-    final = b""
     try:
-        while (chunk := await upstream.read_chunk()) is not None:
-            events = translator.feed(chunk)
-            if translator.is_done:
-                # Hold the last events back so they leave with the stream's terminator.
-                final = b"".join(events)
+        while True:
+            error, final = await _pump(ctx, upstream, conn, translator)
+            if final is None:
+                return  # complete, and the client's stream has been ended
+            if error is None or not _is_resumable(error, translator, continuation):
                 break
-            if events:
-                if ctx.first_byte_to_client_at is None:
-                    ctx.first_byte_to_client_at = loop.time()
-                await conn.write(events[0] if len(events) == 1 else b"".join(events))
-        if translator.is_done:
-            conn.end(final)
-            ctx.upstream_done_at = loop.time()
-            await _reuse_or_close(upstream)
-            return
-        upstream.abort()
-        if translator.has_finish_reason and not translator.has_partial_event:
-            # Complete content without the [DONE] terminator: finish the stream properly.
-            final = _DONE_EVENT
-        elif translator.error is not None:
-            pass  # the upstream's own error event has been relayed already
-        else:
-            error = UpstreamStreamBroken(
-                f"{ctx.deployment.name}: upstream ended the stream before it was complete"
-            )
-    except UpstreamError as exc:
-        upstream.abort()
-        error = _as_gateway_error(exc, ctx.deployment.name)
-    except MalformedEvent as exc:
-        upstream.abort()
-        error = exc
-        final = exc.valid_before  # the good events that arrived with the bad one
-    except GatewayError as exc:
-        upstream.abort()
-        error = exc
-    except BaseException:
-        upstream.abort()
-        raise
+            assert continuation is not None
+            if final:  # good events that came with the bad one go out first
+                await conn.write(final)
+            resumed = await continuation.resume(ctx, translator.text, translator.content_deltas)
+            if resumed is None:
+                final = b""
+                break
+            upstream = resumed
+            translator.begin_continuation()
     finally:
         ctx.usage = translator.usage
         if ctx.upstream_done_at is None:
@@ -134,14 +151,86 @@ async def _relay_stream(
     conn.end(final)
 
 
-async def _reuse_or_close(upstream: UpstreamResponse) -> None:
-    """After [DONE]: read the rest of the upstream body (normally there already), then pool it."""
+def _is_resumable(
+    error: GatewayError, translator: StreamTranslator, continuation: Continuation | None
+) -> bool:
+    """A break the upstream caused (cut, stall, garbage), with text that can be carried
+    over; a total deadline is the request's own limit, not a failure to route around."""
+    if continuation is None or not translator.is_continuable:
+        return False
+    if isinstance(error, UpstreamTimedOut):
+        return error.code == "upstream_idle_timeout"
+    return isinstance(error, UpstreamStreamBroken | UpstreamProtocolError)
+
+
+async def _pump(
+    ctx: RequestContext, upstream: UpstreamResponse, conn: Connection, translator: StreamTranslator
+) -> tuple[GatewayError | None, bytes | None]:
+    """Relay one upstream's events until its stream ends. Returns the failure (None if it
+    completed) and the bytes still to send — None when the stream was complete and the
+    client's response has been ended here. Always releases or aborts ``upstream``."""
+    assert ctx.deployment is not None
+    loop = conn.loop
+    final = b""
     try:
-        while await upstream.read_chunk() is not None:
-            pass
-    except UpstreamError:
+        while (chunk := await upstream.read_chunk()) is not None:
+            events = translator.feed(chunk)
+            if translator.is_done or translator.is_complete:
+                # Hold the last events back so they leave with the stream's terminator.
+                final = b"".join(events)
+                break
+            if events:
+                if ctx.first_byte_to_client_at is None:
+                    ctx.first_byte_to_client_at = loop.time()
+                await conn.write(events[0] if len(events) == 1 else b"".join(events))
+        if translator.is_done or translator.is_complete:
+            ctx.upstream_done_at = loop.time()
+            if not translator.is_done:
+                final += _DONE_EVENT  # usage is in: the answer is whole, only [DONE] is late
+            conn.end(final)
+            await _reuse_or_close(upstream, wait_s=0.0 if translator.is_done else _DONE_GRACE_S)
+            return None, None
+        upstream.abort()
+        if translator.has_finish_reason and not translator.has_partial_event:
+            # Complete content without the [DONE] terminator: finish the stream properly.
+            return None, _DONE_EVENT
+        if translator.error is not None:
+            return None, b""  # the upstream's own error event has been relayed already
+        return UpstreamStreamBroken(
+            f"{ctx.deployment.name}: upstream ended the stream before it was complete"
+        ), b""
+    except UpstreamError as exc:
+        upstream.abort()
+        return _as_gateway_error(exc, ctx.deployment.name), b""
+    except MalformedEvent as exc:
+        upstream.abort()
+        return exc, exc.valid_before  # the good events that arrived with the bad one
+    except GatewayError as exc:
+        upstream.abort()
+        return exc, b""
+    except BaseException:
+        upstream.abort()
+        raise
+
+
+async def _reuse_or_close(upstream: UpstreamResponse, wait_s: float = 0.0) -> None:
+    """After the stream's end: read the rest of the upstream body (normally there already),
+    then pool the connection. ``wait_s`` > 0 bounds the wait for a late ``[DONE]``; past it
+    the connection is closed instead (the client's stream has ended already)."""
+    try:
+        if wait_s > 0:
+            async with asyncio.timeout(wait_s):
+                while await upstream.read_chunk() is not None:
+                    pass
+        else:
+            while await upstream.read_chunk() is not None:
+                pass
+    except (UpstreamError, TimeoutError):
         upstream.abort()
         return
+    except BaseException:
+        upstream.abort()
+        raise
     upstream.release()
 
 

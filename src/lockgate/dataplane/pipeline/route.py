@@ -13,6 +13,7 @@ checks), started and stopped with the data plane.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from lockgate.config import ModelEntry, RuntimeConfig
@@ -20,7 +21,12 @@ from lockgate.dataplane.context import RequestContext
 from lockgate.errors import EndpointNotFound, ModelNotFound
 from lockgate.operations import Operation
 from lockgate.routing.checks import HealthChecker, Probe
-from lockgate.routing.pool import RoutePlan, build_plans
+from lockgate.routing.pool import Pool, RoutePlan, build_plans
+from lockgate.routing.selection import VersionedModel
+from lockgate.routing.versions import is_retired, pinned_names, retired_error
+
+# Told of a request whose copy goes to a rollout's candidate (shadow traffic).
+ShadowHook = Callable[[RequestContext, RoutePlan], None]
 
 
 class Router(Protocol):
@@ -40,6 +46,15 @@ class BalancingRouter:
         self._index = config.model_index
         self._plans = build_plans(config.models, config.routing.retry_budget)
         pools = [plan.pool for plan in self._plans.values()]
+        # Versioned models (routing/selection.py): by public name, and every pinned
+        # name (name@version, alias@version) to (model, version).
+        self.versioned = {
+            m.name: VersionedModel(m, self._plans) for m in config.models if m.versions
+        }
+        self._pinned = {
+            name: (m, version) for m in config.models for name, version in pinned_names(m).items()
+        }
+        self.shadow: ShadowHook | None = None  # set when shadow traffic can be sent
         self.checker = HealthChecker(pools, probe) if probe is not None else None
         # Passthrough path -> the models that declare it, in config order.
         self._passthrough: dict[str, list[ModelEntry]] = {}
@@ -65,6 +80,10 @@ class BalancingRouter:
         if ctx.operation is Operation.PASSTHROUGH:
             return self._resolve_passthrough(ctx)
         model = self._index.get(ctx.requested_model)
+        if model is None and ctx.requested_model in self._pinned:
+            model, version = self._pinned[ctx.requested_model]
+            if is_retired(version):
+                raise retired_error(model, version)
         if model is None:
             raise ModelNotFound(
                 f"The model '{ctx.requested_model}' does not exist or is not served here; "
@@ -76,11 +95,30 @@ class BalancingRouter:
     def plan(self, ctx: RequestContext) -> RoutePlan:
         model = ctx.model
         assert model is not None
-        return self._plans[model.name]
+        plan = self._plans.get(model.name)
+        if plan is not None:  # unversioned: one lookup, nothing else
+            return plan
+        principal = ctx.principal
+        plan, shadow = self.versioned[model.name].choose(
+            ctx.requested_model,
+            ctx.http.headers,
+            ctx.body,
+            None if principal.is_anonymous else principal.id,
+        )
+        if shadow is not None and self.shadow is not None:
+            self.shadow(ctx, shadow)
+        return plan
 
     def plan_for(self, model_name: str) -> RoutePlan:
-        """A model's plan by name (operators' tools and tests look at its live state)."""
-        return self._plans[model_name]
+        """A model's plan by name (operators' tools and tests look at its live state);
+        a versioned model's plain name means its default version."""
+        versioned = self.versioned.get(model_name)
+        return versioned.default if versioned is not None else self._plans[model_name]
+
+    def pool_of(self, entry_name: str) -> Pool | None:
+        """The pool serving a model or ``name@version`` (None: no such thing here)."""
+        plan = self._plans.get(entry_name)
+        return None if plan is None else plan.pool
 
     def _resolve_passthrough(self, ctx: RequestContext) -> ModelEntry:
         declaring = self._passthrough.get(ctx.http.path)
