@@ -10,7 +10,7 @@ from lockgate.config import load_config, resolve
 from lockgate.controlplane.actions import SYSTEM, AdminActions
 from lockgate.invalidation.inprocess import InProcessBus
 from lockgate.serve import prepare
-from lockgate.services import database_url, resolve_pepper
+from lockgate.startup import database_url, resolve_pepper
 from lockgate.store import Store
 
 

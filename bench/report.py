@@ -28,6 +28,7 @@ MIN_STREAMS_VS_NGINX = 0.5
 MIN_RPS_WITH_AUTH = 0.95
 MIN_RPS_WITH_LOCAL_LIMITS = 0.90
 MIN_RPS_WITH_REDIS_LIMITS = 0.60
+MIN_RPS_WITH_METRICS = 0.95
 MAX_IDLE_RSS_MIB = 100.0
 NOISY_PCT = 10.0  # foreign CPU use (% of one CPU) above which a row is flagged
 
@@ -203,6 +204,16 @@ def checks(results: Results) -> list[Check]:
                 baseline="lockgate-auth",
             )
         )
+    out.append(
+        _ratio_check(
+            results,
+            "nonstream",
+            "per-request metrics cost < 5% of non-stream req/s (lockgate vs lockgate-nometrics)",
+            MIN_RPS_WITH_METRICS,
+            subject="lockgate",
+            baseline="lockgate-nometrics",
+        )
+    )
     out.append(_added_p50_check(results))
     out.append(_idle_check(results))
     return out

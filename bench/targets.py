@@ -18,7 +18,18 @@ from bench.proc import BenchError, Child, Pinning, free_port, running, spawn, wa
 from bench.provision import provision_key
 
 HOST = "127.0.0.1"
-TARGETS = ("direct", "nginx", "lockgate", "lockgate-auth", "lockgate-limits", "lockgate-redis")
+TARGETS = (
+    "direct",
+    "nginx",
+    "lockgate",
+    "lockgate-auth",
+    "lockgate-limits",
+    "lockgate-redis",
+    "lockgate-tracing",
+    "lockgate-nometrics",
+)
+# Targets that serve anonymously, so they compare with the plain ``lockgate`` figure.
+_ANONYMOUS = ("lockgate", "lockgate-tracing", "lockgate-nometrics")
 # Redis for the lockgate-redis target (a throwaway key prefix per run).
 BENCH_REDIS_URL = os.environ.get("LOCKGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODEL = "bench-model"
@@ -84,6 +95,15 @@ def target(name: str, tmp: Path, pin: Pinning, sim: Sim, workers: int) -> Iterat
         yield Target(name, sim.port, sim.child)
         return
     port = free_port()
+    if name == "lockgate-tracing":  # plus the collector it exports to
+        with trace_sink(tmp, pin) as sink_port:
+            child, headers = _start_lockgate(
+                tmp, port, sim.port, pin, workers, variant=name, trace_sink_port=sink_port
+            )
+            with running(child):
+                wait_http_ok(child, f"http://{HOST}:{port}/healthz")
+                yield Target(name, port, child, headers)
+        return
     if name == "nginx":
         child = _start_nginx(tmp, port, sim.port, pin)
         health = f"http://{HOST}:{port}/health"  # proxied to the simulator: proves the hop
@@ -95,6 +115,16 @@ def target(name: str, tmp: Path, pin: Pinning, sim: Sim, workers: int) -> Iterat
     with running(child):
         wait_http_ok(child, health)
         yield Target(name, port, child, headers if name != "nginx" else ())
+
+
+@contextlib.contextmanager
+def trace_sink(tmp: Path, pin: Pinning) -> Iterator[int]:
+    """An OTLP/HTTP receiver that discards (``bench/otlp_sink.py``), on the load CPUs."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.otlp_sink", "--host", HOST, "--port", str(port)]
+    with running(spawn("otlp-sink", argv, tmp, pin.sim)) as child:
+        wait_http_ok(child, f"http://{HOST}:{port}/health")
+        yield port
 
 
 def nginx_config(tmp: Path, port: int, upstream_port: int) -> str:
@@ -150,7 +180,13 @@ def _start_nginx(tmp: Path, port: int, upstream_port: int, pin: Pinning) -> Chil
 
 
 def lockgate_config(
-    tmp: Path, port: int, upstream_port: int, workers: int, *, variant: str = "lockgate"
+    tmp: Path,
+    port: int,
+    upstream_port: int,
+    workers: int,
+    *,
+    variant: str = "lockgate",
+    trace_sink_port: int | None = None,
 ) -> str:
     """The gateway's config: one model, one deployment pointing at the simulator.
 
@@ -158,8 +194,19 @@ def lockgate_config(
     checks an API key on every request, as in production; ``lockgate-limits``
     adds request and token limits (never reached) decided in process, and
     ``lockgate-redis`` the same limits decided in Redis, one round trip each.
+    ``lockgate-tracing`` is ``lockgate`` with every request traced (sampling 1.0)
+    and exported over OTLP/HTTP to a discarding receiver on ``trace_sink_port``.
+    ``lockgate-nometrics`` is ``lockgate`` without per-request metrics
+    (``observability.metrics: false``): the difference is what metrics cost.
     """
-    auth = variant != "lockgate"
+    auth = variant not in _ANONYMOUS
+    tracing = ""
+    if trace_sink_port is not None:
+        tracing = (
+            "  tracing: {enabled: true, exporter: otlp_http, sampling_ratio: 1.0, "
+            f"endpoint: 'http://{HOST}:{trace_sink_port}/v1/traces'}}\n"
+        )
+    metrics = "  metrics: false\n" if variant == "lockgate-nometrics" else ""
     limited = variant in ("lockgate-limits", "lockgate-redis")
     redis = f"redis:\n  url: {BENCH_REDIS_URL}\n  key_prefix: 'lgbench-{port}:'\n"
     limits = "    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000}\n"
@@ -174,7 +221,7 @@ auth:
   allow_anonymous: {"false" if auth else "true"}
 {redis if variant == "lockgate-redis" else ""}observability:
   access_log: null  # as nginx runs here (access_log off): compare like with like
-admission:
+{metrics}{tracing}admission:
   # Several workers need Redis for exact limits; without it, measure without them.
   enabled: {"true" if workers == 1 or variant == "lockgate-redis" else "false"}
 models:
@@ -186,15 +233,26 @@ models:
 
 
 def _start_lockgate(
-    tmp: Path, port: int, upstream_port: int, pin: Pinning, workers: int, *, variant: str
+    tmp: Path,
+    port: int,
+    upstream_port: int,
+    pin: Pinning,
+    workers: int,
+    *,
+    variant: str,
+    trace_sink_port: int | None = None,
 ) -> tuple[Child, tuple[tuple[str, str], ...]]:
     if variant not in TARGETS:
         raise BenchError(f"unknown target {variant!r}; choose from {', '.join(TARGETS)}")
     label = variant
     conf = tmp / f"{label}.yaml"
-    conf.write_text(lockgate_config(tmp, port, upstream_port, workers, variant=variant))
+    conf.write_text(
+        lockgate_config(
+            tmp, port, upstream_port, workers, variant=variant, trace_sink_port=trace_sink_port
+        )
+    )
     headers: tuple[tuple[str, str], ...] = ()
-    if variant != "lockgate":
+    if variant not in _ANONYMOUS:
         headers = (("Authorization", f"Bearer {provision_key(conf)}"),)
     argv = [sys.executable, "-m", "lockgate", "serve", "--config", str(conf)]
     return spawn(label, [*argv, "--workers", str(workers)], tmp, pin.sut), headers
