@@ -113,3 +113,14 @@ async def test_prefill_time_counts_only_uncached_tokens() -> None:
     assert warm_s < 0.03  # 5 + 1 x 1 ms
     assert engine.prefix_cache_queries == 130
     assert engine.prefix_cache_hits == 64
+
+
+def test_per_request_usage_keeps_the_newest_and_forgets_the_oldest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("lockgate.sim.engine.MAX_TRACKED_REQUESTS", 3)
+    engine = Engine(SimConfig(capacity=100, ttft_ms=0, tokens_per_s=0))
+    for n in range(5):
+        engine.submit(10 + n, request_id=b"r%d" % n).finish()
+    assert list(engine.usage_by_request) == ["r2", "r3", "r4"]
+    assert engine.usage_by_request["r4"][0] == 14

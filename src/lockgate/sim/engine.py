@@ -141,7 +141,12 @@ class Engine:
         self.success_by_reason: dict[str, int] = {}
         # x-request-id → (prompt, completion, cached) tokens the engine spent on it: what
         # the totals above add up, per request (metering tests compare a ledger with it).
-        self.usage_by_request: dict[str, tuple[int, int, int]] = {}
+        # Ordered: forgetting the oldest is popitem(last=False), O(1). (A plain dict is
+        # not: deleting from its front leaves holes that ``next(iter())`` walks over
+        # again on every call, which made a long-running simulator slower by the request.)
+        self.usage_by_request: collections.OrderedDict[str, tuple[int, int, int]] = (
+            collections.OrderedDict()
+        )
 
     def reset(self) -> None:
         """Counters to zero and a cold prefix cache; in-flight work is left alone."""
@@ -224,7 +229,7 @@ class Engine:
             return
         by_request = self.usage_by_request
         if len(by_request) >= MAX_TRACKED_REQUESTS:
-            del by_request[next(iter(by_request))]
+            by_request.popitem(last=False)
         key = seq.request_id.decode("latin-1")
         by_request[key] = (prompt_tokens, seq.produced, seq.cached_tokens)
 
