@@ -29,6 +29,7 @@ MIN_RPS_WITH_AUTH = 0.95
 MIN_RPS_WITH_LOCAL_LIMITS = 0.90
 MIN_RPS_WITH_REDIS_LIMITS = 0.60
 MIN_RPS_WITH_METRICS = 0.95
+MIN_RPS_WITH_METERING = 0.97  # issue 6: metering costs < 3% of throughput
 MAX_IDLE_RSS_MIB = 100.0
 NOISY_PCT = 10.0  # foreign CPU use (% of one CPU) above which a row is flagged
 
@@ -212,6 +213,16 @@ def checks(results: Results) -> list[Check]:
             MIN_RPS_WITH_METRICS,
             subject="lockgate",
             baseline="lockgate-nometrics",
+        )
+    )
+    out.append(
+        _ratio_check(
+            results,
+            "nonstream",
+            "the usage ledger costs < 3% of non-stream req/s (lockgate vs lockgate-nometering)",
+            MIN_RPS_WITH_METERING,
+            subject="lockgate",
+            baseline="lockgate-nometering",
         )
     )
     out.append(_added_p50_check(results))

@@ -27,9 +27,17 @@ TARGETS = (
     "lockgate-redis",
     "lockgate-tracing",
     "lockgate-nometrics",
+    "lockgate-async-ledger",
+    "lockgate-nometering",
 )
 # Targets that serve anonymously, so they compare with the plain ``lockgate`` figure.
-_ANONYMOUS = ("lockgate", "lockgate-tracing", "lockgate-nometrics")
+_ANONYMOUS = (
+    "lockgate",
+    "lockgate-tracing",
+    "lockgate-nometrics",
+    "lockgate-async-ledger",
+    "lockgate-nometering",
+)
 # Redis for the lockgate-redis target (a throwaway key prefix per run).
 BENCH_REDIS_URL = os.environ.get("LOCKGATE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODEL = "bench-model"
@@ -198,6 +206,9 @@ def lockgate_config(
     and exported over OTLP/HTTP to a discarding receiver on ``trace_sink_port``.
     ``lockgate-nometrics`` is ``lockgate`` without per-request metrics
     (``observability.metrics: false``): the difference is what metrics cost.
+    ``lockgate-async-ledger`` is ``lockgate`` with ``metering.acknowledge: async``: a
+    response's end does not wait for its usage record's journal commit, and
+    ``lockgate-nometering`` has no usage ledger at all (``metering.enabled: false``).
     """
     auth = variant not in _ANONYMOUS
     tracing = ""
@@ -207,6 +218,10 @@ def lockgate_config(
             f"endpoint: 'http://{HOST}:{trace_sink_port}/v1/traces'}}\n"
         )
     metrics = "  metrics: false\n" if variant == "lockgate-nometrics" else ""
+    metering = {
+        "lockgate-async-ledger": "metering: {acknowledge: async}\n",
+        "lockgate-nometering": "metering: {enabled: false}\n",
+    }.get(variant, "")
     limited = variant in ("lockgate-limits", "lockgate-redis")
     redis = f"redis:\n  url: {BENCH_REDIS_URL}\n  key_prefix: 'lgbench-{port}:'\n"
     limits = "    limits: {requests_per_minute: 100000000, tokens_per_minute: 100000000000}\n"
@@ -221,7 +236,7 @@ auth:
   allow_anonymous: {"false" if auth else "true"}
 {redis if variant == "lockgate-redis" else ""}observability:
   access_log: null  # as nginx runs here (access_log off): compare like with like
-{metrics}{tracing}admission:
+{metrics}{tracing}{metering}admission:
   # Several workers need Redis for exact limits; without it, measure without them.
   enabled: {"true" if workers == 1 or variant == "lockgate-redis" else "false"}
 models:

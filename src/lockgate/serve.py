@@ -18,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lockgate.config import RuntimeConfig
@@ -74,6 +74,7 @@ class Gateway:
         on_request: Callable[[], None] | None = None,
         tracing: Tracing | None = None,
         idempotency: IdempotencyStore | None = None,
+        acknowledge: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         self.dataplane = DataPlane(
@@ -85,6 +86,7 @@ class Gateway:
             on_request=on_request,
             tracing=tracing,
             idempotency=idempotency,
+            acknowledge=acknowledge,
         )
         self.server = HttpServer(
             self.dataplane.handle,
@@ -155,6 +157,8 @@ async def run_gateway(
             tracing=telemetry.tracing,
             # Scale-out: Idempotency-Key claims in Redis, so a retry on another replica replays.
             idempotency=services.start_idempotency(config),
+            # metering.acknowledge = durable: a response ends once its record is durable.
+            acknowledge=services.acknowledgement(config),
         )
         # Upstream-health metrics and /readyz over this worker's router.
         readiness = await services.watch(config, gateway.dataplane.router, loop.time)

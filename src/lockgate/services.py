@@ -8,7 +8,7 @@ and ``close`` releases them in reverse order.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -243,6 +243,13 @@ class Services:
         backend = RedisBackend(config.redis_url, config.redis_key_prefix, spec)
         self.idempotency = IdempotencyStore(backend, spec)
         return self.idempotency
+
+    def acknowledgement(self, config: RuntimeConfig) -> Callable[[], Awaitable[None]] | None:
+        """What the data plane awaits before ending a response: the ledger's journal sync
+        when ``metering.acknowledge`` is ``durable``; None without a ledger or when async."""
+        if self.ledger is None or config.metering.acknowledge != "durable":
+            return None
+        return self.ledger.sync
 
     def readiness_answer(self) -> tuple[int, bytes]:
         """``/readyz`` of the admin port: this worker's cached verdict."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from lockgate.config import RuntimeConfig
@@ -84,6 +84,7 @@ class DataPlane:
         on_request: Callable[[], None] | None = None,
         tracing: Tracing | None = None,
         idempotency: IdempotencyStore | None = None,
+        acknowledge: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config
         # Told of every request entering the pipeline (the in-flight gauge).
@@ -114,6 +115,7 @@ class DataPlane:
             forwarder=Forwarder(self.upstreams, idempotency=self.idempotency),
             settler=self.settler,
             max_response_bytes=config.server.max_response_bytes,
+            acknowledge=acknowledge,
         )
         self.engine_load = EngineLoadScraper(
             list(pools.values()),

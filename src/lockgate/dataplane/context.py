@@ -14,6 +14,8 @@ from lockgate.operations import Operation
 from lockgate.usage import Usage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lockgate.dataplane.idempotency import Claim
     from lockgate.dataplane.pipeline.continuation import Continuation
     from lockgate.observability.tracing_context import RequestTrace
@@ -86,3 +88,6 @@ class RequestContext:
     idempotency: Claim | None = None
     # The request's trace (W3C trace context, attempts): None whenever tracing is off.
     trace: RequestTrace | None = None
+    # Set by relay when the end of the response waits for the usage record to be
+    # durable (metering.acknowledge = durable): sends the response's last bytes.
+    held_end: Callable[[], None] | None = None

@@ -11,6 +11,9 @@ per group, at most once per ``commit_interval_s``.
 Durability, exactly:
 - An item is durable once the group commit that holds it has returned; from
   then on it survives SIGKILL, an OS crash and power loss (the WAL was fsynced).
+  With ``survives_power_loss=False`` (``synchronous=NORMAL``: no fsync per
+  commit) it survives the process's death, SIGKILL included, but an OS crash or
+  power loss may take the last commits; that saves an fsync per group.
   ``durable`` counts such items in append order, and ``await sync()`` returns
   once everything appended before the call is durable.
 - Items appended but not yet committed are in process memory only: lost if the
@@ -136,9 +139,12 @@ class Journal:
     that loop.
     """
 
-    def __init__(self, path: Path, *, commit_interval_s: float = 0.005) -> None:
+    def __init__(
+        self, path: Path, *, commit_interval_s: float = 0.005, survives_power_loss: bool = True
+    ) -> None:
         self.path = path
         self._interval_s = commit_interval_s
+        self._survives_power_loss = survives_power_loss
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._is_stopping = False
@@ -222,7 +228,7 @@ class Journal:
     # -- the journal thread --------------------------------------------------------
 
     def _run(self) -> None:
-        conn = connect(self.path, is_durable=True)
+        conn = connect(self.path, is_durable=self._survives_power_loss)
         last_commit = 0.0
         try:
             while True:

@@ -53,13 +53,18 @@ class UsageLedger:
         catalogue: PriceCatalogue | None = None,
         *,
         commit_interval_s: float = 0.005,
+        survives_power_loss: bool = True,
         flush_interval_s: float = 0.25,
         batch_size: int = 500,
         backoff_max_s: float = 30.0,
         close_timeout_s: float = 5.0,
     ) -> None:
         self._catalogue = catalogue if catalogue is not None else PriceCatalogue()
-        self.journal = Journal(journal_path, commit_interval_s=commit_interval_s)
+        self.journal = Journal(
+            journal_path,
+            commit_interval_s=commit_interval_s,
+            survives_power_loss=survives_power_loss,
+        )
         self._sink = sink
         self._flush_interval_s = flush_interval_s
         self._batch_size = batch_size

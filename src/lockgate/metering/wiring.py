@@ -85,6 +85,8 @@ class Metering:
             Path(config.server.data_dir) / "usage" / f"journal-{worker_index}.db",
             ledger_sink(config, store) if flush_in_process else None,
             catalogue,
+            commit_interval_s=spec.journal_commit_interval_ms / 1000,
+            survives_power_loss=spec.journal_sync == "full",
         )
         try:
             await ledger.start()  # re-sends whatever a previous run left in the journal

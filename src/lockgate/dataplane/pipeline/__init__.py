@@ -7,7 +7,7 @@ events for one request, and the only place errors turn into responses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from lockgate.dataplane.context import RequestContext
@@ -32,6 +32,9 @@ class Stages:
     forwarder: Forwarder
     settler: Settler
     max_response_bytes: int
+    # Awaited before a response's end is sent: returns once every record settled so far
+    # is durable (the usage journal's ``sync``). None: responses end at once.
+    acknowledge: Callable[[], Awaitable[None]] | None = None
 
 
 async def run(
@@ -61,7 +64,13 @@ async def run(
             # first byte reaches the client; the deployment's lease ends with the relay.
             plan = stages.router.plan(ctx)
             with await stages.forwarder.forward(ctx, plan) as upstream:
-                await relay(ctx, upstream, conn, stages.max_response_bytes)
+                await relay(
+                    ctx,
+                    upstream,
+                    conn,
+                    stages.max_response_bytes,
+                    hold_end=stages.acknowledge is not None,
+                )
         finally:
             ticket.release(ctx)
     except GatewayError as error:
@@ -75,3 +84,9 @@ async def run(
     finally:
         ctx.finished_at = loop.time()
         stages.settler.settle(ctx)
+    held_end = ctx.held_end
+    if held_end is not None and stages.acknowledge is not None:
+        # Settled above: once its record is durable, the client may see the answer end.
+        await stages.acknowledge()
+        if not conn.is_closed:
+            held_end()

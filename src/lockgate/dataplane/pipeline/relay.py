@@ -10,6 +10,7 @@ stream that merely stops (silent truncation).
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from lockgate.dataplane.context import RequestContext
 from lockgate.dataplane.idempotency import StoredAnswer
@@ -45,18 +46,49 @@ async def relay(
     upstream: UpstreamResponse | StoredAnswer,
     conn: Connection,
     max_response_bytes: int,
+    *,
+    hold_end: bool = False,
 ) -> None:
-    """Write the whole response to the client. Always releases or aborts ``upstream``."""
+    """Write the response to the client. Always releases or aborts ``upstream``.
+
+    With ``hold_end``, everything but the response's end is written: its last bytes
+    (a whole non-streamed response; a stream's last events and terminator) are left
+    in ``ctx.held_end`` for the pipeline to send once the usage record is durable,
+    so no client sees an answer complete whose record a crash could still lose.
+    """
     if isinstance(upstream, StoredAnswer):
-        _replay(ctx, upstream, conn)
+        _replay(ctx, upstream, conn)  # served before, metered before: nothing to hold
         return
     content_type = upstream.header(b"content-type") or b"application/json"
+    end = _Ending(conn, ctx if hold_end else None)
     if ctx.operation is Operation.PASSTHROUGH:
-        await _relay_raw(ctx, upstream, conn, content_type)
+        await _relay_raw(ctx, upstream, conn, content_type, end)
     elif ctx.is_stream and content_type.startswith(b"text/event-stream"):
-        await _relay_stream(ctx, upstream, conn, content_type)
+        await _relay_stream(ctx, upstream, conn, content_type, end)
     else:
-        await _relay_whole(ctx, upstream, conn, content_type, max_response_bytes)
+        await _relay_whole(ctx, upstream, conn, content_type, max_response_bytes, end)
+
+
+class _Ending:
+    """How a relay ends its response: at once, or held in ``ctx.held_end``."""
+
+    __slots__ = ("_conn", "_holder")
+
+    def __init__(self, conn: Connection, holder: RequestContext | None) -> None:
+        self._conn = conn
+        self._holder = holder
+
+    def respond(self, status: int, headers: bytes, body: bytes) -> None:
+        if self._holder is None:
+            self._conn.respond(status, headers, body)
+        else:
+            self._holder.held_end = partial(self._conn.respond, status, headers, body)
+
+    def end(self, data: bytes = b"") -> None:
+        if self._holder is None:
+            self._conn.end(data)
+        else:
+            self._holder.held_end = partial(self._conn.end, data)
 
 
 async def _relay_whole(
@@ -65,6 +97,7 @@ async def _relay_whole(
     conn: Connection,
     content_type: bytes,
     limit: int,
+    end: _Ending,
 ) -> None:
     assert ctx.deployment is not None
     assert ctx.model is not None
@@ -82,7 +115,7 @@ async def _relay_whole(
     if content_type.startswith(b"application/json"):
         body, ctx.usage = parse_json_response(body, ctx.model.name)
     ctx.status = 200
-    conn.respond(200, success_headers(ctx, content_type, now), body)
+    end.respond(200, success_headers(ctx, content_type, now), body)
     claim = ctx.idempotency
     if claim is not None:
         claim.keep(StoredAnswer(content_type, body, ctx.model.name, ctx.deployment.name))
@@ -104,7 +137,11 @@ def _replay(ctx: RequestContext, answer: StoredAnswer, conn: Connection) -> None
 
 
 async def _relay_stream(
-    ctx: RequestContext, upstream: UpstreamResponse, conn: Connection, content_type: bytes
+    ctx: RequestContext,
+    upstream: UpstreamResponse,
+    conn: Connection,
+    content_type: bytes,
+    end: _Ending,
 ) -> None:
     """Relay events as they come. A stream that breaks is continued elsewhere where
     ``ctx.continuation`` allows, else ended with an in-band error event — never cut
@@ -124,7 +161,7 @@ async def _relay_stream(
     conn.start(200, success_headers(ctx, content_type, loop.time()))
     try:
         while True:
-            error, final = await _pump(ctx, upstream, conn, translator)
+            error, final = await _pump(ctx, upstream, conn, translator, end)
             if final is None:
                 return  # complete, and the client's stream has been ended
             if error is None or not _is_resumable(error, translator, continuation):
@@ -148,7 +185,7 @@ async def _relay_stream(
     if error is not None:
         ctx.error = error
         final += b"data: " + error.body() + b"\n\n"
-    conn.end(final)
+    end.end(final)
 
 
 def _is_resumable(
@@ -164,7 +201,11 @@ def _is_resumable(
 
 
 async def _pump(
-    ctx: RequestContext, upstream: UpstreamResponse, conn: Connection, translator: StreamTranslator
+    ctx: RequestContext,
+    upstream: UpstreamResponse,
+    conn: Connection,
+    translator: StreamTranslator,
+    end: _Ending,
 ) -> tuple[GatewayError | None, bytes | None]:
     """Relay one upstream's events until its stream ends. Returns the failure (None if it
     completed) and the bytes still to send — None when the stream was complete and the
@@ -187,7 +228,7 @@ async def _pump(
             ctx.upstream_done_at = loop.time()
             if not translator.is_done:
                 final += _DONE_EVENT  # usage is in: the answer is whole, only [DONE] is late
-            conn.end(final)
+            end.end(final)
             await _reuse_or_close(upstream, wait_s=0.0 if translator.is_done else _DONE_GRACE_S)
             return None, None
         upstream.abort()
@@ -235,7 +276,11 @@ async def _reuse_or_close(upstream: UpstreamResponse, wait_s: float = 0.0) -> No
 
 
 async def _relay_raw(
-    ctx: RequestContext, upstream: UpstreamResponse, conn: Connection, content_type: bytes
+    ctx: RequestContext,
+    upstream: UpstreamResponse,
+    conn: Connection,
+    content_type: bytes,
+    end: _Ending,
 ) -> None:
     """Passthrough: bytes as they come, no parsing."""
     assert ctx.deployment is not None
@@ -257,4 +302,4 @@ async def _relay_raw(
         raise
     upstream.release()
     ctx.upstream_done_at = loop.time()
-    conn.end()
+    end.end()
