@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lockgate.errors import ErrorSource, UpstreamFailure
+from lockgate.metering.capture import capture, complete
 from lockgate.metering.flusher import LedgerFlusher
 from lockgate.metering.journal import JournalBusy, JournalReader
 from lockgate.metering.ledger import UsageLedger
@@ -329,3 +330,22 @@ async def test_values_postgresql_refuses_are_invalid_not_an_outage(store: Store)
     with pytest.raises(Invalid, match="22003"):
         await store.usage.insert_many([record("too-big")._replace(status=2**40)])
     assert await store.usage.insert_many([record("fine")]) == 1
+
+
+def test_a_stream_cut_without_usage_is_billed_for_what_the_client_was_sent() -> None:
+    ctx = settled_context("cut", is_stream=True, is_client_disconnected=True)
+    ctx.output_events = 17  # the relay counted 17 events with output before the cut
+    cut = complete("ur_x_1_0", capture(ctx), PriceCatalogue())
+    assert (cut.completion_tokens, cut.is_estimated) == (17, True)
+    never = settled_context("never", is_stream=True, reached_upstream=False)
+    never.output_events = 5  # impossible without an upstream, and ignored if it happened
+    assert complete("ur_x_2_0", capture(never), PriceCatalogue()).completion_tokens == 0
+
+
+def test_a_journal_written_before_output_events_is_still_read() -> None:
+    ctx = settled_context("old", is_stream=True)
+    ctx.usage = Usage(prompt_tokens=3, completion_tokens=2)
+    layout_1 = capture(ctx)[:-1]  # as a gateway before layout 2 journalled it
+    assert complete("ur_x_3_0", layout_1, PriceCatalogue()).completion_tokens == 2
+    with pytest.raises(ValueError, match="fields"):
+        complete("ur_x_4_0", layout_1[:-1], PriceCatalogue())

@@ -77,6 +77,9 @@ class RequestContext:
     finished_at: float | None = None
     status: int = 0
     usage: Usage | None = None
+    # Streams: events with output relayed (about one token each); the ledger's estimate of
+    # completion tokens when the stream ended without the upstream's usage.
+    output_events: int = 0
     error: GatewayError | None = None
     is_client_disconnected: bool = False
     client_ip: str = ""

@@ -12,13 +12,14 @@ Token counts: the upstream's ``usage`` when it sent one. When it sent none (a
 stream cut short by the client or the upstream, an engine that reports no
 usage) but the request reached it, the record is flagged ``is_estimated``, with
 the prompt estimated as admission does (request body bytes / 4, rounded up) and
-completion tokens 0: the request context does not say what was produced, so
-there is nothing to estimate it from without a tokenizer. A request that never
-reached an upstream used no tokens, exactly (not an estimate).
+completion tokens counted as the stream's events that carried output to the
+client (the engines we front send about one token per event); a whole answer
+without usage gets 0. A request that never reached an upstream used no tokens,
+exactly (not an estimate).
 
 The captured layout is positional (``CAPTURED``); journals written with one
 layout must stay readable, so change it only by appending fields, and have
-``complete`` accept the shorter lists.
+``complete`` accept the shorter lists (``_V1_FIELDS``: before ``output_events``).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ CAPTURED: Final = (
     "error_source",
     "is_stream",
     "is_client_disconnected",
+    "output_events",  # appended in layout 2; journals of layout 1 lack it
 )
+_V1_FIELDS: Final = len(CAPTURED) - 1
 
 
 def capture(ctx: RequestContext) -> list[Any]:
@@ -98,6 +101,7 @@ def capture(ctx: RequestContext) -> list[Any]:
         None if error is None else error.source,  # a StrEnum: JSON text
         ctx.is_stream,
         ctx.is_client_disconnected,
+        ctx.output_events,
     ]
 
 
@@ -124,13 +128,15 @@ def _ms(start: float | None, end: float | None) -> float | None:
 def complete(record_id: str, captured: list[Any], catalogue: PriceCatalogue) -> UsageRecord:
     """The usage record of a captured request. Raises ``ValueError`` (or ``TypeError``)
     if ``captured`` is not a list laid out as ``CAPTURED``."""
+    if len(captured) == _V1_FIELDS:  # journalled by a gateway before layout 2
+        captured = [*captured, 0]
     if len(captured) != len(CAPTURED):
         raise ValueError(f"a captured request has {len(CAPTURED)} fields, not {len(captured)}")
     (
         request_id, settled_at_s, started_at, sent_at, first_event_at, finished_at,
         principal, organization_id, project_id, operation, model, deployment, upstream_model,
         prompt, completion, cached, reasoning, request_bytes, status, error_code, error_source,
-        is_stream, is_client_disconnected,
+        is_stream, is_client_disconnected, output_events,
     ) = captured  # fmt: skip
     if len(model) > MAX_MODEL_CHARS:
         model = model[:MAX_MODEL_CHARS]
@@ -145,7 +151,8 @@ def complete(record_id: str, captured: list[Any], catalogue: PriceCatalogue) -> 
     is_estimated = prompt is None and reached_upstream
     if prompt is None:
         prompt_tokens = -(-int(request_bytes) // BYTES_PER_TOKEN) if reached_upstream else 0
-        completion_tokens = cached_tokens = reasoning_tokens = 0
+        completion_tokens = _count(output_events) if reached_upstream else 0
+        cached_tokens = reasoning_tokens = 0
     else:
         prompt_tokens, completion_tokens = _count(prompt), _count(completion)
         cached_tokens, reasoning_tokens = _count(cached), _count(reasoning)

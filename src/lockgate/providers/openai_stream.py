@@ -46,6 +46,7 @@ class StreamTranslator:
         "_strip_usage_chunk",
         "_track_text",
         "content_deltas",
+        "output_events",
         "error",
         "has_finish_reason",
         "is_complete",
@@ -78,6 +79,10 @@ class StreamTranslator:
         self.skipped = 0
         self._parts: list[str] = []
         self.content_deltas = 0
+        # Events that carried output (text, reasoning or a tool call) to the client: about
+        # one token each from the engines we front, so the estimate of what a stream that
+        # ended without usage produced.
+        self.output_events = 0
         self.is_continuable = track_text  # False once a tool call or a second choice shows
         self._stream_id: Any = None
         self._created: Any = None
@@ -190,8 +195,17 @@ class StreamTranslator:
             return _KEEP
         if choices and not self.has_finish_reason:
             for choice in choices:
-                if type(choice) is dict and choice.get("finish_reason"):
+                if type(choice) is not dict:
+                    continue
+                if choice.get("finish_reason"):
                     self.has_finish_reason = True
+                delta = choice.get("delta")
+                if type(delta) is dict and (
+                    delta.get("content")
+                    or delta.get("reasoning_content")
+                    or delta.get("tool_calls")
+                ):
+                    self.output_events += 1
         if self._track_text:
             if self._stream_id is None:
                 self._stream_id = obj.get("id")

@@ -177,6 +177,7 @@ async def _relay_stream(
             translator.begin_continuation()
     finally:
         ctx.usage = translator.usage
+        ctx.output_events = translator.output_events
         if ctx.upstream_done_at is None:
             ctx.upstream_done_at = loop.time()
     if translator.error is not None and error is None:
