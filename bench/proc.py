@@ -275,6 +275,24 @@ class CpuMeter:
         return sum(t - self._before.get(pid, 0.0) for pid, t in after.items())
 
 
+def pss_kib(root_pid: int) -> int:
+    """Proportional memory (Pss) of a process and its descendants, in KiB: each page
+    shared by n processes counts 1/n in each, so pages a forked tree shares (the
+    supervisor's and the workers' code) count once, where summed RSS counts them per
+    process."""
+    total = 0
+    for pid in process_tree(root_pid):
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+                break
+    return total
+
+
 def rss_kib(root_pid: int) -> int:
     """Resident memory (VmRSS) of a process and its descendants, in KiB."""
     total = 0

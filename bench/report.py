@@ -154,7 +154,7 @@ def stream_table(results: Results) -> str:
 
 def idle_table(results: Results) -> str:
     header = ["idle-streams", "target", "open", "RSS before MiB", "RSS with open MiB"]
-    header += ["KiB/stream", "RSS after MiB", "open s"]
+    header += ["KiB/stream", "RSS after MiB", "PSS with open MiB", "open s"]
     rows = [
         [
             "idle-streams",
@@ -164,10 +164,11 @@ def idle_table(results: Results) -> str:
             f"{row.rss_peak_mib:.1f}",
             f"{row.kib_per_stream:.1f}",
             f"{row.rss_after_mib:.1f}",
+            f"{row.pss_peak_mib:.1f}",
             f"{row.open_s:.1f}",
         ]
         if row.opened
-        else ["idle-streams", row.target, "FAILED", *["-"] * 5]
+        else ["idle-streams", row.target, "FAILED", *["-"] * 6]
         for row in results.idle
     ]
     return _table(header, rows)
@@ -279,7 +280,8 @@ def _idle_check(results: Results) -> Check:
         name,
         status,
         f"{row.rss_peak_mib:.1f} MiB with {row.opened} open "
-        f"({row.kib_per_stream:.1f} KiB/stream over {row.rss_before_mib:.1f} MiB idle)",
+        f"({row.kib_per_stream:.1f} KiB/stream over {row.rss_before_mib:.1f} MiB idle; "
+        f"PSS {row.pss_peak_mib:.1f} MiB, shared pages counted once)",
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import streamclient, wrk
-from bench.proc import BenchError, CpuMeter, CpuSnapshot, rss_kib
+from bench.proc import BenchError, CpuMeter, CpuSnapshot, pss_kib, rss_kib
 from bench.targets import HOST, MODEL, Target
 
 PATH = "/v1/chat/completions"
@@ -92,6 +92,7 @@ class IdleRow:
     rss_peak_mib: float = 0.0
     rss_after_mib: float = 0.0
     kib_per_stream: float = 0.0
+    pss_peak_mib: float = 0.0  # the tree's proportional memory with the streams open
     errors: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -262,9 +263,11 @@ def idle_streams(target: Target, opts: Options) -> IdleRow:
         time.sleep(0.5)
         before = rss_kib(pid)
         peak = [before]
+        pss_peak = [pss_kib(pid)]
 
         def sample() -> None:
             peak[0] = max(peak[0], rss_kib(pid))
+            pss_peak[0] = max(pss_peak[0], pss_kib(pid))
 
         stats = runner.run(
             streamclient.hold_streams(
@@ -281,6 +284,7 @@ def idle_streams(target: Target, opts: Options) -> IdleRow:
     row.open_s, row.errors = stats.open_s, stats.errors
     row.rss_before_mib = before / 1024
     row.rss_peak_mib = peak[0] / 1024
+    row.pss_peak_mib = pss_peak[0] / 1024
     row.rss_after_mib = rss_kib(pid) / 1024
     row.kib_per_stream = (peak[0] - before) / stats.opened if stats.opened else 0.0
     if stats.opened < opts.idle_streams or stats.failed or stats.ended_early:

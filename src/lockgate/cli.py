@@ -56,11 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from lockgate.config import ConfigError, GatewaySpec, load_config, resolve
+    from lockgate.config import ConfigError, GatewaySpec, RuntimeConfig, load_config, resolve
     from lockgate.serve import serve
     from lockgate.store.errors import StoreError
 
-    try:
+    def load() -> RuntimeConfig:
+        """The file (and environment) with the command line's overrides, validated; read
+        at start and again on SIGHUP. Raises ConfigError or ValueError."""
         spec = load_config(args.config) if args.config else GatewaySpec()
         overrides = {
             key: value
@@ -73,7 +75,10 @@ def _serve(args: argparse.Namespace) -> int:
                     "server": spec.server.model_validate({**spec.server.model_dump(), **overrides})
                 }
             )
-        runtime = resolve(spec, source=args.config or "<defaults>")
+        return resolve(spec, source=args.config or "<defaults>")
+
+    try:
+        runtime = load()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -84,7 +89,8 @@ def _serve(args: argparse.Namespace) -> int:
     from lockgate.metering.journal import JournalBusy
 
     try:
-        return serve(runtime)
+        # With a file, SIGHUP reloads it (supervisor.py); without one there is nothing to read.
+        return serve(runtime, load=load if args.config else None)
     except JournalBusy as exc:  # another gateway serves from this data directory
         print(
             f"lockgate: cannot start: the usage journal {exc}; is another gateway using "

@@ -2,7 +2,8 @@
 
 With several workers each process binds the same port with SO_REUSEPORT and
 the kernel spreads connections across them; the parent only supervises
-(forwards signals, restarts a worker that crashed).
+(forwards signals, restarts a worker that crashed, reloads on SIGHUP: see
+``supervisor.py``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,11 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.synchronize
-import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lockgate.config import RuntimeConfig
 from lockgate.dataplane.app import DataPlane, render_rejection
@@ -38,6 +37,7 @@ from lockgate.startup import (
     prepare_database_in_child,
     resolve_pepper,
 )
+from lockgate.supervisor import STOP_SIGNALS, Supervisor, print_ready
 
 if TYPE_CHECKING:
     from lockgate.controlplane.admin.app import AdminServer
@@ -222,22 +222,15 @@ def check_exact_limits(config: RuntimeConfig) -> None:
         )
 
 
-def _print_ready(config: RuntimeConfig, workers: int) -> Callable[[int], None]:
-    def ready(port: int) -> None:
-        print(
-            f"lockgate listening on http://{config.server.host}:{port} (workers={workers})",
-            flush=True,
-        )
-
-    return ready
-
-
-def serve(config: RuntimeConfig) -> int:
+def serve(config: RuntimeConfig, *, load: Callable[[], RuntimeConfig] | None = None) -> int:
     """Run the gateway in the foreground with ``config.server.workers`` processes.
 
-    With metering on, a ``FlusherProcess`` moves the workers' journals to the store,
-    so flushing never competes with serving for a worker's GIL. Raises
-    ``JournalBusy`` when another gateway serves from the same data directory.
+    ``load`` reads the configuration again: given, a ``Supervisor`` runs the workers
+    (even one) and SIGHUP reloads without dropping requests (``supervisor.py``); without
+    it, a single worker runs in this process. With metering on, a ``FlusherProcess``
+    moves the workers' journals to the store, so flushing never competes with serving
+    for a worker's GIL. Raises ``JournalBusy`` when another gateway serves from the
+    same data directory.
     """
     prepare(config, in_child=True)
     workers = config.server.workers
@@ -252,12 +245,12 @@ def serve(config: RuntimeConfig) -> int:
         flusher = FlusherProcess(config)
         flusher.start()
     try:
-        if workers == 1:
+        if workers == 1 and load is None:
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 return runner.run(_serve_one(config, flusher))
         if config.server.port == 0:
             config = _with_port(config, _free_port(config.server.host))
-        return _supervise(config, workers, flusher)
+        return Supervisor(config, flusher, _worker, load=load).run()
     finally:
         if flusher is not None:
             flusher.stop()  # after the workers: their last journal commits get flushed
@@ -276,112 +269,52 @@ async def _serve_one(config: RuntimeConfig, flusher: FlusherProcess | None) -> i
     watching = asyncio.create_task(watch(flusher)) if flusher is not None else None
     try:
         return await run_gateway(
-            config, on_ready=_print_ready(config, 1), flush_in_process=flusher is None
+            config, on_ready=print_ready(config, 1), flush_in_process=flusher is None
         )
     finally:
         if watching is not None:
             watching.cancel()
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-
-
-def _worker(config: RuntimeConfig, index: int, ready: multiprocessing.synchronize.Event) -> None:
-    """Entry of a forked worker. Stop signals arrive blocked (see ``_supervise``)."""
-    for signum in _STOP_SIGNALS:
+def _worker(
+    config: RuntimeConfig,
+    slot: int,
+    is_admin: bool,
+    announce: bool,
+    ready: multiprocessing.synchronize.Event,
+) -> None:
+    """Entry of a forked worker (``Supervisor``). Signals arrive blocked until the loop
+    can take them."""
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM
-    announce = _print_ready(config, config.server.workers) if index == 0 else None
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloading is the parent's business
+    printer = print_ready(config, config.server.workers) if announce else None
 
     def on_ready(port: int) -> None:
         ready.set()
-        if announce is not None:
-            announce(port)
+        if printer is not None:
+            printer(port)
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         # Now a SIGTERM that came during start-up is delivered, and drains normally.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, signal.SIGHUP))
         return await run_gateway(
             config,
             reuse_port=True,
             on_ready=on_ready,
             stop=stop,
-            serve_admin=index == 0,
-            worker_index=index,
+            serve_admin=is_admin,
+            worker_index=slot,
             flush_in_process=not config.metering.enabled,
         )
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         code = runner.run(main())
     sys.exit(code)
-
-
-def _supervise(config: RuntimeConfig, workers: int, flusher: FlusherProcess | None) -> int:
-    """Fork the workers, restart one that crashes, stop them all on a signal.
-
-    A worker that exits before it was ready (cannot bind, bad credentials file,
-    ...) fails the whole command rather than being restarted forever.
-    """
-    context = multiprocessing.get_context("fork")
-    processes: dict[int, tuple[multiprocessing.process.BaseProcess, Any]] = {}
-    stopping = False
-    failed = False
-
-    def start(index: int) -> None:
-        ready = context.Event()
-        process = context.Process(
-            target=_worker, args=(config, index, ready), name=f"lockgate-{index}"
-        )
-        # Children must not run the parent's handler before installing their own, and
-        # the parent's handler must see every forked worker: a SIGTERM landing between
-        # the fork and the bookkeeping would otherwise never reach that worker.
-        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
-            process.start()
-            processes[index] = (process, ready)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-    def stop_all(signum: int) -> None:
-        for process, _ in processes.values():
-            if process.exitcode is None and process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGKILL if signum == signal.SIGQUIT else signum)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        stop_all(signal.SIGKILL if signum == signal.SIGQUIT else signal.SIGTERM)
-
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, on_signal)
-    for index in range(workers):
-        start(index)
-    while True:
-        time.sleep(0.1)
-        if flusher is not None and not stopping:
-            flusher.check()
-        for index, (process, ready) in list(processes.items()):
-            if process.exitcode is None:
-                continue
-            if process.exitcode != 0:
-                failed = True
-            if stopping:
-                processes.pop(index)
-            elif not ready.is_set():
-                log.error("worker %d failed to start (exit %s); stopping", index, process.exitcode)
-                processes.pop(index)
-                stopping = True
-                stop_all(signal.SIGTERM)
-            else:
-                log.error("worker %d exited with %s; restarting it", index, process.exitcode)
-                time.sleep(0.5)  # a worker that keeps crashing must not spin the CPU
-                start(index)
-        if stopping and not processes:
-            return 1 if failed else 0
 
 
 def _free_port(host: str) -> int:

@@ -220,6 +220,14 @@ class FlusherProcess:
         log.error("usage ledger flusher exited with %s; restarting it", process.exitcode)
         self.start()
 
+    def restart(self, config: RuntimeConfig) -> None:
+        """Stop it (with its final flush) and start it on ``config``: a reload changed the
+        metering settings (prices). The journals hold whatever arrives in between."""
+        self.stop()
+        self._config = config
+        self._stopping = self._context.Event()
+        self.start()
+
     def stop(self, timeout_s: float = 3.0) -> None:
         """Ask it to stop, wait up to ``timeout_s`` for its final flush, then SIGKILL it.
 

@@ -46,12 +46,12 @@ class StreamTranslator:
         "_strip_usage_chunk",
         "_track_text",
         "content_deltas",
-        "output_events",
         "error",
         "has_finish_reason",
         "is_complete",
         "is_continuable",
         "is_done",
+        "output_events",
         "skipped",
         "usage",
     )
