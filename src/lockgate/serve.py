@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
 import multiprocessing.synchronize
+import os
 import signal
 import socket
 import sys
@@ -285,6 +287,7 @@ def _worker(
 ) -> None:
     """Entry of a forked worker (``Supervisor``). Signals arrive blocked until the loop
     can take them."""
+    _drain_when_orphaned()
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns Ctrl-C into SIGTERM
@@ -315,6 +318,21 @@ def _worker(
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         code = runner.run(main())
     sys.exit(code)
+
+
+def _drain_when_orphaned() -> None:
+    """Linux: have the kernel send this worker SIGTERM when the supervisor dies, even by
+    SIGKILL, so no worker outlives it holding the port (it drains and exits instead)."""
+    supervisor = multiprocessing.parent_process()
+    parent = supervisor.pid if supervisor is not None else os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _free_port(host: str) -> int:

@@ -115,9 +115,7 @@ class Supervisor:
             signal.signal(signum, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         for index in range(self.config.server.workers):
-            self._workers[index] = self._start(
-                index, self.config, is_admin=index == 0, announce=index == 0
-            )
+            self._start(self._workers, index, self.config, is_admin=index == 0, announce=index == 0)
         while True:
             time.sleep(0.1)
             if self._is_stopping:
@@ -135,8 +133,15 @@ class Supervisor:
             self._reap()
 
     def _start(
-        self, slot: int, config: RuntimeConfig, *, is_admin: bool, announce: bool
-    ) -> _Worker:
+        self,
+        table: dict[int, _Worker],
+        slot: int,
+        config: RuntimeConfig,
+        *,
+        is_admin: bool,
+        announce: bool,
+    ) -> None:
+        """Fork a worker into ``table[slot]``."""
         ready = self._context.Event()
         process = self._context.Process(
             target=self.target,
@@ -145,13 +150,14 @@ class Supervisor:
         )
         # Children must not run the parent's handler before installing their own, and the
         # parent's handler must see every forked worker: a signal landing between the
-        # fork and the bookkeeping would otherwise never reach that worker.
+        # fork and the bookkeeping would otherwise never reach that worker. So the worker
+        # is in ``table`` before signals are let through again.
         signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGHUP))
         try:
             process.start()
+            table[slot] = _Worker(process, ready, self._generation, config, is_admin)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, signal.SIGHUP))
-        return _Worker(process, ready, self._generation, config, is_admin)
 
     def _reap_stopping(self) -> None:
         for table in (self._workers, self._incoming):
@@ -180,9 +186,8 @@ class Supervisor:
                 return
             log.error("worker %d exited with %s; restarting it", slot, code)
             time.sleep(0.5)  # a worker that keeps crashing must not spin the CPU
-            self._workers[slot] = self._start(
-                slot, worker.config, is_admin=worker.is_admin, announce=False
-            )
+            config, is_admin = worker.config, worker.is_admin
+            self._start(self._workers, slot, config, is_admin=is_admin, announce=False)
 
     # -- reload -------------------------------------------------------------------
     def _begin_reload(self) -> None:
@@ -207,7 +212,7 @@ class Supervisor:
         for n in range(new.server.workers):
             slot = min(s for s in range(len(taken) + 1) if s not in taken)
             taken.add(slot)
-            self._incoming[slot] = self._start(slot, new, is_admin=n == 0, announce=False)
+            self._start(self._incoming, slot, new, is_admin=n == 0, announce=False)
         log.info("reload: %d new worker(s) starting", len(self._incoming))
 
     def _advance_reload(self) -> None:

@@ -125,8 +125,14 @@ async def test_a_gateway_killed_outright_leaves_no_flusher_and_loses_nothing(
     async with serving(tmp_path, sim) as (pid, port, data_dir):
         await eventually(lambda: len(flushers_of(pid)) == 1, 10, "the flusher runs")
         (flusher,) = flushers_of(pid)
+        workers = children_of(pid) - {flusher}
+        assert workers, "serve --config runs its worker under a supervisor"
         served = await send(port, 30)
-        await asyncio.sleep(0.1)  # past the journal's group commit (5 ms)
+        await asyncio.sleep(0.1)  # past the journal's group commit
         os.kill(pid, signal.SIGKILL)
         await eventually(lambda: not is_running(flusher), 10, "the orphaned flusher stops")
+        # The worker too: it must not keep serving (and holding the port) on its own.
+        await eventually(
+            lambda: not any(is_running(w) for w in workers), 10, "the orphaned worker stops"
+        )
     assert served <= await stored_request_ids(data_dir)
