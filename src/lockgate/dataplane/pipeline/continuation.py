@@ -31,7 +31,7 @@ from lockgate.routing.member import Member, Outcome
 from lockgate.routing.pool import RoutePlan
 
 if TYPE_CHECKING:
-    from lockgate.dataplane.pipeline.forward import Exchange
+    from lockgate.dataplane.pipeline.exchange import Exchange
 
 log = logging.getLogger("lockgate.routing")
 
