@@ -224,3 +224,27 @@ async def test_new_tenant_routes_keep_tenants_apart(admin: Admin) -> None:
     # Nothing of B's changed.
     b_user = await admin.services.store.users.get(t.b_user, organization_id=t.b)
     assert b_user.is_disabled is False
+
+
+async def test_prompt_logging_is_the_org_admins_to_turn_on_and_reaches_cached_keys(
+    admin: Admin,
+) -> None:
+    t = await two_tenants(admin)
+    project_admin = await admin.service_key(t.a, t.pa, Role.PROJECT_ADMIN, role_project=t.pa)
+    project = f"{t.base_a}/projects/{t.pa}"
+    async with admin.client(project_admin) as client:
+        refused = await client.patch(project, json={"log_prompts": True})
+        assert_error(refused, 403, "permission_denied")
+        assert (await client.get(project)).json()["log_prompts"] is False
+    authenticator = admin.services.authenticator
+    async with admin.client(t.a_admin) as client:
+        made = await client.post(f"{project}/api_keys", json={"name": "k"})
+        key_id, secret = made.json()["id"], made.json()["key"].split("_")[2]
+        assert not (await authenticator.check_api_key(key_id, secret)).project.log_prompts
+        patched = await client.patch(project, json={"log_prompts": True})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["log_prompts"] is True
+    grant = await authenticator.check_api_key(key_id, secret)
+    assert grant.project.log_prompts  # the cached grant was dropped and reloaded
+    newest = (await audit_entries(admin, t.a, "project.update"))[0]
+    assert (newest["before"], newest["after"]) == ({"log_prompts": False}, {"log_prompts": True})

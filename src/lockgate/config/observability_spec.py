@@ -79,6 +79,51 @@ class ReadinessSpec(Strict):
     required_models: list[str] | None = None
 
 
+class RedactionRule(Strict):
+    """Every match of ``pattern`` (a Python regular expression) becomes ``replacement``."""
+
+    pattern: Annotated[str, Field(min_length=1)]
+    replacement: str = "[REDACTED]"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+
+# What no log should hold, whatever a prompt quotes: credentials first (whole tokens),
+# then personal data. Replace the list in config to change it; [] redacts nothing.
+DEFAULT_REDACTIONS = (
+    RedactionRule(pattern=r"lg_[a-z2-7]{16}_[a-z2-7]{52}", replacement="[API_KEY]"),
+    RedactionRule(pattern=r"\bsk-[A-Za-z0-9_-]{16,}", replacement="[API_KEY]"),
+    RedactionRule(pattern=r"\bAKIA[0-9A-Z]{16}\b", replacement="[API_KEY]"),
+    RedactionRule(
+        pattern=r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", replacement="[JWT]"
+    ),
+    RedactionRule(pattern=r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}", replacement="[TOKEN]"),
+    RedactionRule(
+        pattern=r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+        replacement="[EMAIL]",
+    ),
+    RedactionRule(pattern=r"\b(?:\d[ -]?){12,18}\d\b", replacement="[NUMBER]"),
+)
+
+
+class PromptLoggingSpec(Strict):
+    """Prompts in the access log, for projects that opt in (``log_prompts``); see
+    docs/observability.md#prompt-logging. Nothing is logged for other projects."""
+
+    # Off: no prompt is logged, whatever projects ask.
+    enabled: bool = True
+    # Each logged prompt is cut to this many characters, after redaction.
+    max_chars: Annotated[int, Field(ge=64, le=1_000_000)] = 4096
+    redact: tuple[RedactionRule, ...] = DEFAULT_REDACTIONS
+
+
 class ObservabilitySpec(Strict):
     # One JSON line per request: "-" for stdout, a file path, or null for none.
     access_log: str | None = "-"
@@ -92,3 +137,4 @@ class ObservabilitySpec(Strict):
     # Debug sessions ("trace this key's next N requests", admin API): off removes the hook.
     request_debugging: bool = True
     readiness: ReadinessSpec = ReadinessSpec()
+    prompt_logging: PromptLoggingSpec = PromptLoggingSpec()

@@ -41,6 +41,8 @@ class Principal:
     required_model_tags: frozenset[tuple[str, str]] = frozenset()
     # Limits, caps and scheduling of the caller's key, project and organisation.
     admission: TenantSettings | None = None
+    # The project opted in to having its prompts in the access log (redacted).
+    log_prompts: bool = False
 
 
 ANONYMOUS = Principal(id="anonymous")

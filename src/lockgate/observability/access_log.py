@@ -9,9 +9,10 @@ in one system call. A stalled destination (a full pipe, a slow disk) stalls
 only that thread; past ``max_pending`` lines, new lines are dropped and
 counted (``lockgate_access_log_dropped_total``) rather than growing memory.
 
-What is never written: request or response bodies (prompts, completions),
-headers (``Authorization``, API keys, cookies), and error *messages*, which
-may quote an upstream's answer and with it the prompt. Only the error's
+What is never written: response bodies (completions), headers
+(``Authorization``, API keys, cookies), and error *messages*, which may quote
+an upstream's answer and with it the prompt. Request bodies (prompts) only
+for a project that opted in (``log_prompts``), redacted: ``prompt_log.py``. Only the error's
 ``code`` (``"other"`` when an upstream's own code is not a plain word) and
 ``source`` appear. The model a client asked for is
 written only when it resolved to a configured model or looks like a model
@@ -40,6 +41,7 @@ import orjson
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 from lockgate.dataplane.context import RequestContext
+from lockgate.observability.prompt_log import PromptRedactor
 from lockgate.observability.timings import request_timings
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,11 @@ class AccessLog:
         flush_interval_s: float = 0.05,
         max_pending: int = 100_000,
         clock: Callable[[], float] = time.time,
+        prompts: PromptRedactor | None = None,
     ) -> None:
         self._destination = destination
+        # Opted-in projects' prompts, redacted (None: never, whatever a project asks).
+        self._prompts = prompts
         self._flush_interval_s = flush_interval_s
         self._max_pending = max_pending
         self._clock = clock
@@ -145,7 +150,7 @@ class AccessLog:
             error_source = error_code = None
         client_ttfb = ctx.first_byte_to_client_at
         trace = ctx.trace
-        return {
+        line = {
             "time": self._timestamp(),
             "request_id": ctx.request_id,
             # Tracing off: null. On: the id of the trace (sampled or not) this request is in.
@@ -174,6 +179,9 @@ class AccessLog:
                 _ms(client_ttfb - ctx.started_at) if client_ttfb is not None else None
             ),
         }
+        if principal.log_prompts and self._prompts is not None:
+            line["prompt"] = self._prompts.prompt_of(ctx.operation, ctx.body)
+        return line
 
     def _timestamp(self) -> str:
         """UTC ISO 8601 with milliseconds, formatted once per millisecond (lines share it)."""

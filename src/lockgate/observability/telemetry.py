@@ -14,6 +14,7 @@ from lockgate.observability.access_log import AccessLog
 from lockgate.observability.admission_metrics import AdmissionCollector, LimiterHealth
 from lockgate.observability.metrics import GatewayMetrics
 from lockgate.observability.node import NodeMetrics
+from lockgate.observability.prompt_log import PromptRedactor
 from lockgate.startup import metrics_directory
 
 if TYPE_CHECKING:
@@ -49,7 +50,15 @@ class Telemetry:
             by_project=settings.metrics_by_project,
             max_projects=settings.max_projects,
         )
-        access_log = AccessLog(settings.access_log) if settings.access_log else None
+        prompts = settings.prompt_logging
+        access_log = (
+            AccessLog(
+                settings.access_log,
+                prompts=PromptRedactor.from_spec(prompts) if prompts.enabled else None,
+            )
+            if settings.access_log
+            else None
+        )
         if isinstance(admitter, LimitAdmitter):
             limiter = admitter.limiter
             # Only the shared (Redis) limiter has a backend that can fail.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-HEAD_REVISION = "0008_request_debugging"
+HEAD_REVISION = "0009_prompt_logging"
 
 
 def revision_of(connection: Connection) -> str | None:

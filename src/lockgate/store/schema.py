@@ -40,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -92,6 +93,8 @@ projects = Table(
     Column("limits", json_column(), nullable=False, server_default=text("'{}'")),  # 0003
     # Model name -> ``LimitSpec`` for this project's use of that model (0003).
     Column("model_limits", json_column(), nullable=False, server_default=text("'{}'")),
+    # The project's prompts may appear, redacted, in the access log (0009).
+    Column("log_prompts", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("organization_id", "name"),
     # The target of composite foreign keys, and the index for listing by org.
     UniqueConstraint("organization_id", "id"),

@@ -75,6 +75,8 @@ class Project:
     limits: LimitSpec = NO_LIMITS
     # Limits on this project's use of one model (model name -> limits).
     model_limits: dict[str, LimitSpec] = field(default_factory=dict)
+    # Opt-in: the project's prompts appear, redacted, in the access log.
+    log_prompts: bool = False
 
 
 @dataclass(frozen=True, slots=True)

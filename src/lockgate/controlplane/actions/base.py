@@ -77,6 +77,7 @@ def project_summary(project: Project) -> dict[str, Any]:
         "allowed_models": list(project.allowed_models),
         "limits": project.limits.to_json(),
         "model_limits": {m: spec.to_json() for m, spec in project.model_limits.items()},
+        "log_prompts": project.log_prompts,
         "created_at": project.created_at.isoformat(),
     }
 

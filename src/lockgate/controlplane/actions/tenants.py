@@ -144,6 +144,7 @@ class TenantActions(ActionsBase):
         *,
         limits: LimitSpec = NO_LIMITS,
         model_limits: Mapping[str, LimitSpec] | None = None,
+        log_prompts: bool = False,
     ) -> Project:
         """Raises ``OutsideAllowedModels`` for models beyond the organisation's ceiling."""
         models = tuple(allowed_models)
@@ -156,6 +157,7 @@ class TenantActions(ActionsBase):
                 allowed_models=models,
                 limits=limits,
                 model_limits=model_limits,
+                log_prompts=log_prompts,
             )
             await audit(
                 tx,
@@ -178,9 +180,11 @@ class TenantActions(ActionsBase):
         allowed_models: Iterable[str] | None = None,
         limits: LimitSpec | None = None,
         model_limits: Mapping[str, LimitSpec] | None = None,
+        log_prompts: bool | None = None,
     ) -> Project:
-        """Rename, re-scope or re-limit a project; its keys' cached grants are dropped
-        everywhere. Arguments left None stay as they are."""
+        """Rename, re-scope or re-limit a project, or turn its prompt logging on or off;
+        its keys' cached grants are dropped everywhere. Arguments left None stay as
+        they are."""
         async with self._store.transaction() as tx:
             before = await tx.projects.get(
                 project_id, organization_id=organization_id, for_update=True
@@ -199,6 +203,7 @@ class TenantActions(ActionsBase):
                 allowed_models=models,
                 limits=_given(limits),
                 model_limits=_given(model_limits),
+                log_prompts=_given(log_prompts),
             )
             old, new = changes(project_summary(before), project_summary(after))
             await audit(

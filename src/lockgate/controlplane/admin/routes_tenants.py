@@ -130,7 +130,7 @@ async def delete_organization(
 async def create_project(org_id: str, body: ProjectIn, caller: Caller, svc: Services) -> ProjectOut:
     """``allowed_models`` must lie within the organisation's (422 otherwise)."""
     caller.require(Permission.PROJECT_CREATE, org_id)
-    if body.limits != NO_LIMITS or body.model_limits:
+    if body.limits != NO_LIMITS or body.model_limits or body.log_prompts:
         caller.require(Permission.PROJECT_POLICY, org_id)
     project = await svc.actions.create_project(
         caller.actor,
@@ -139,6 +139,7 @@ async def create_project(org_id: str, body: ProjectIn, caller: Caller, svc: Serv
         body.allowed_models,
         limits=body.limits,
         model_limits=body.model_limits,
+        log_prompts=body.log_prompts,
     )
     return _project(project)
 
@@ -175,7 +176,12 @@ async def update_project(
     """Changes apply to the project's keys on every replica at once. ``allowed_models``
     must lie within the organisation's (422 otherwise)."""
     caller.require(Permission.PROJECT_UPDATE, org_id, project_id)
-    policy: tuple[Any, ...] = (body.allowed_models, body.limits, body.model_limits)
+    policy: tuple[Any, ...] = (
+        body.allowed_models,
+        body.limits,
+        body.model_limits,
+        body.log_prompts,
+    )
     if any(value is not None for value in policy):
         caller.require(Permission.PROJECT_POLICY, org_id, project_id)
     project = await svc.actions.update_project(
@@ -186,6 +192,7 @@ async def update_project(
         allowed_models=body.allowed_models,
         limits=body.limits,
         model_limits=body.model_limits,
+        log_prompts=body.log_prompts,
     )
     return _project(project)
 

@@ -88,15 +88,19 @@ class ProjectIn(Body):
     allowed_models: ModelList = []  # within the organisation's; empty: what it allows
     limits: LimitSpec = LimitSpec()
     model_limits: dict[ModelName, LimitSpec] = {}
+    # The project's prompts in the access log, redacted (needs project.policy).
+    log_prompts: bool = False
 
 
 class ProjectPatch(Body):
-    """``allowed_models``, ``limits`` and ``model_limits`` need ``project.policy``."""
+    """``allowed_models``, ``limits``, ``model_limits`` and ``log_prompts`` need
+    ``project.policy``."""
 
     name: Name | None = None
     allowed_models: ModelList | None = None
     limits: LimitSpec | None = None
     model_limits: dict[ModelName, LimitSpec] | None = None
+    log_prompts: bool | None = None
 
 
 class ProjectOut(BaseModel):
@@ -106,6 +110,7 @@ class ProjectOut(BaseModel):
     allowed_models: list[str]
     limits: LimitSpec
     model_limits: dict[str, LimitSpec]
+    log_prompts: bool
     created_at: datetime
 
 

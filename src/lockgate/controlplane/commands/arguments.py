@@ -114,6 +114,11 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="a limit on the project's use of one model, e.g. gpt-4o:tokens_per_minute=90000; "
         "repeat for several (replaces all per-model limits)",
     )
+    update_project.add_argument(
+        "--log-prompts",
+        choices=("on", "off"),
+        help="the project's prompts in the access log, redacted (observability.prompt_logging)",
+    )
 
     keys = group("keys", "API keys")
     create_key = leaf(keys, "create", "keys.create", "create an API key (printed once)")

@@ -35,6 +35,7 @@ PROJECT_FIELDS = (
     *PROJECT_COLUMNS[:3],
     Column("LIMITS", "limits"),
     Column("MODEL LIMITS", "model_limits"),
+    Column("LOG PROMPTS", "log_prompts"),
     PROJECT_COLUMNS[3],
 )
 DELETED_PROJECT_FIELDS = (*PROJECT_COLUMNS[:2], Column("DELETED KEYS", "deleted_api_key_ids"))
@@ -57,6 +58,7 @@ def project_record(project: Project) -> dict[str, Any]:
         "name": project.name,
         "allowed_models": list(project.allowed_models),
         "limits": project.limits.to_json(),
+        "log_prompts": project.log_prompts,
         "created_at": project.created_at.isoformat(),
     }
 
@@ -118,11 +120,11 @@ async def update_project(session: Session, args: argparse.Namespace) -> int:
 
     Takes effect on every running gateway within a second (the project's keys reload).
     """
-    given = (args.name, args.allow_model, args.limit, args.model_limit)
+    given = (args.name, args.allow_model, args.limit, args.model_limit, args.log_prompts)
     if all(v is None for v in given) and not (args.any_model or args.no_limits):
         raise UsageError(
-            "nothing to change: give --name, --allow-model, --limit, --model-limit "
-            "or a --no-… option"
+            "nothing to change: give --name, --allow-model, --limit, --model-limit, "
+            "--log-prompts or a --no-… option"
         )
     limits = parse_limits(args.limit) if args.limit is not None else None
     model_limits = parse_model_limits(args.model_limit) if args.model_limit else None
@@ -136,6 +138,7 @@ async def update_project(session: Session, args: argparse.Namespace) -> int:
         allowed_models=[] if args.any_model else args.allow_model,
         limits=parse_limits([]) if args.no_limits else limits,
         model_limits=model_limits,
+        log_prompts=None if args.log_prompts is None else args.log_prompts == "on",
     )
     record = {
         **project_record(updated),

@@ -206,6 +206,7 @@ def _principal(grant: KeyGrant) -> Principal:
         allowed_models=frozenset(models or ()),
         allowed_networks=tuple(ip_network(c, strict=False) for c in key.allowed_cidrs),
         required_model_tags=frozenset(key.required_model_tags.items()),
+        log_prompts=grant.project.log_prompts,
         admission=TenantSettings(
             key_id=key.id,
             project_id=key.project_id,

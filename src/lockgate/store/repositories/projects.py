@@ -40,6 +40,7 @@ def to_project(row: Any) -> Project:
         metadata=row.metadata,
         limits=parse_limits(row.limits),
         model_limits=read_model_limits(row.model_limits),
+        log_prompts=bool(row.log_prompts),
     )
 
 
@@ -53,6 +54,7 @@ class Projects(Repository):
         metadata: Mapping[str, Any] | None = None,
         limits: LimitSpec = NO_LIMITS,
         model_limits: Mapping[str, LimitSpec] | None = None,
+        log_prompts: bool = False,
     ) -> Project:
         """Raises ``NotFound`` if the organisation does not exist, ``Conflict`` if the
         name is taken in it."""
@@ -65,6 +67,7 @@ class Projects(Repository):
             metadata=json_object(metadata),
             limits=limits,
             model_limits=dict(model_limits or {}),
+            log_prompts=log_prompts,
         )
         try:
             async with self._connector.connect(write=True) as conn:
@@ -78,6 +81,7 @@ class Projects(Repository):
                         created_at=record.created_at,
                         limits=limits_json(limits),
                         model_limits=model_limits_json(record.model_limits),
+                        log_prompts=log_prompts,
                     )
                 )
         except Conflict as error:
@@ -118,8 +122,10 @@ class Projects(Repository):
         metadata: Mapping[str, Any] | Unchanged = UNSET,
         limits: LimitSpec | Unchanged = UNSET,
         model_limits: Mapping[str, LimitSpec] | Unchanged = UNSET,
+        log_prompts: bool | Unchanged = UNSET,
     ) -> Project:
         values = changed(
+            log_prompts=log_prompts,
             name=name,
             allowed_models=allowed_models if allowed_models is UNSET else list(allowed_models),
             metadata=metadata if metadata is UNSET else json_object(metadata),
