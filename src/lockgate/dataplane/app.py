@@ -11,6 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from lockgate import clock
 from lockgate.config import RuntimeConfig
 from lockgate.dataplane import pipeline
 from lockgate.dataplane.api.openai import (
@@ -148,7 +149,7 @@ class DataPlane:
             not_allowed = MethodNotAllowed(f"Use POST for {path}.", headers=((b"allow", b"POST"),))
             send_error(conn, request_id, not_allowed)
             return
-        ctx = RequestContext(request_id, request, operation, conn.loop.time())
+        ctx = RequestContext(request_id, request, operation, clock.now())
         ctx.client_ip = conn.client_ip
         if self.tracing is not None:
             ctx.trace = self.tracing.begin(request.headers)

@@ -22,6 +22,8 @@ from typing import Literal, cast
 
 import httptools
 
+from lockgate import clock
+
 Phase = Literal["connect", "first_byte", "idle", "total"]
 
 _HIGH_WATER = 256 * 1024
@@ -92,7 +94,7 @@ class UpstreamResponse(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self.has_received_bytes:
             self.has_received_bytes = True
-            self.first_byte_at = self._loop.time()
+            self.first_byte_at = clock.now()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from lockgate import clock
 from lockgate.dataplane.context import RequestContext
 from lockgate.dataplane.pipeline.admit import Admitter
 from lockgate.dataplane.pipeline.authenticate import Authenticator
@@ -49,16 +50,15 @@ async def run(
     authentication, so anonymous traffic costs no JSON parsing and learns
     nothing about what the gateway serves.
     """
-    loop = conn.loop
     try:
         ctx.principal = await stages.authenticator.authenticate(ctx)
-        ctx.authenticated_at = loop.time()
+        ctx.authenticated_at = clock.now()
         read_body(ctx)
         ctx.model = stages.router.resolve(ctx)
         stages.authorizer.authorize(ctx)
-        ctx.admit_started_at = loop.time()
+        ctx.admit_started_at = clock.now()
         ticket = await stages.admitter.admit(ctx)
-        ctx.admitted_at = loop.time()
+        ctx.admitted_at = clock.now()
         try:
             # Route, then forward: attempts, retries and fallbacks all happen before the
             # first byte reaches the client; the deployment's lease ends with the relay.
@@ -82,7 +82,7 @@ async def run(
         ctx.is_client_disconnected = True
         raise
     finally:
-        ctx.finished_at = loop.time()
+        ctx.finished_at = clock.now()
         stages.settler.settle(ctx)
     held_end = ctx.held_end
     if held_end is not None and stages.acknowledge is not None:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from lockgate import clock
 from lockgate.dataplane.context import RequestContext
 from lockgate.dataplane.upstreams import Upstreams
 from lockgate.http.client import Deadlines, UpstreamError, UpstreamResponse
@@ -66,8 +67,10 @@ class Continuation:
             return None
         if plan.pool.spec.streams.max_failovers == 0:
             return None
-        sent = ctx.upstream_sent_at or 0.0
-        return cls(upstreams, plan, exchange, sent + exchange.lease.target.timeouts.total_s)
+        loop = asyncio.get_running_loop()
+        sent = ctx.upstream_sent_at
+        start = loop.time() if sent is None else clock.as_loop_time(sent, loop)
+        return cls(upstreams, plan, exchange, start + exchange.lease.target.timeouts.total_s)
 
     async def resume(
         self, ctx: RequestContext, produced: str, deltas: int

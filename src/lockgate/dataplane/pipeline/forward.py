@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+from lockgate import clock
 from lockgate.dataplane.context import RequestContext
 from lockgate.dataplane.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, Replay
 from lockgate.dataplane.pipeline.continuation import Continuation
@@ -140,7 +141,9 @@ class Forwarder:
                 except GatewayError as exc:
                     now = loop.time()
                     if not deadline:
-                        deadline = (ctx.upstream_sent_at or now) + lease.target.timeouts.total_s
+                        sent = ctx.upstream_sent_at
+                        start = now if sent is None else clock.as_loop_time(sent, loop)
+                        deadline = start + lease.target.timeouts.total_s
                     error = exc
                     last = classify(exc, retries)
                     if last is Failure.FINAL:
@@ -172,7 +175,7 @@ class Forwarder:
         target = lease.target
         binding = self._upstreams.binding(target)
         # Tracing (off: None): the attempt's span, whose id the engine gets in traceparent.
-        traced = None if ctx.trace is None else ctx.trace.begin_attempt(target, loop.time())
+        traced = None if ctx.trace is None else ctx.trace.begin_attempt(target, clock.now())
         data, deadlines = _request(
             ctx,
             binding,
@@ -181,7 +184,7 @@ class Forwarder:
         )
         # Set now (not only on success) so a client that leaves while we wait is settled
         # as having reached this upstream; a hedge race sets them again for the winner.
-        ctx.upstream_sent_at = sent_at = loop.time()
+        ctx.upstream_sent_at = sent_at = clock.now()
         ctx.deployment = target
         ctx.upstream_first_byte_at = None
         try:
@@ -196,12 +199,12 @@ class Forwarder:
         except GatewayError as exc:
             _learn(pool, lease, exc, loop.time())
             if traced is not None:
-                traced.failed(loop.time(), exc)
+                traced.failed(clock.now(), exc)
             raise
         except BaseException:
             lease.end(Outcome.NEUTRAL, loop.time())
             if traced is not None:
-                traced.cancelled(loop.time())
+                traced.cancelled(clock.now())
             raise
         if traced is not None:
             traced.answered(response.status)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
+from lockgate import clock
 from lockgate.dataplane.context import RequestContext
 from lockgate.dataplane.idempotency import StoredAnswer
 from lockgate.dataplane.pipeline.continuation import Continuation
@@ -110,7 +111,7 @@ async def _relay_whole(
         upstream.abort()
         raise
     upstream.release()
-    now = conn.loop.time()
+    now = clock.now()
     ctx.upstream_done_at = now
     if content_type.startswith(b"application/json"):
         body, ctx.usage = parse_json_response(body, ctx.model.name)
@@ -148,7 +149,6 @@ async def _relay_stream(
     silently, never ended with a ``[DONE]`` it did not earn."""
     assert ctx.deployment is not None
     assert ctx.model is not None
-    loop = conn.loop
     streams = ctx.model.routing.streams
     continuation = ctx.continuation
     translator = StreamTranslator(
@@ -158,7 +158,7 @@ async def _relay_stream(
         track_text=continuation is not None,
     )
     ctx.status = 200
-    conn.start(200, success_headers(ctx, content_type, loop.time()))
+    conn.start(200, success_headers(ctx, content_type, clock.now()))
     try:
         while True:
             error, final = await _pump(ctx, upstream, conn, translator, end)
@@ -179,7 +179,7 @@ async def _relay_stream(
         ctx.usage = translator.usage
         ctx.output_events = translator.output_events
         if ctx.upstream_done_at is None:
-            ctx.upstream_done_at = loop.time()
+            ctx.upstream_done_at = clock.now()
     if translator.error is not None and error is None:
         message = translator.error.get("message")
         ctx.error = UpstreamFailure(f"upstream stream error: {message}")
@@ -212,7 +212,6 @@ async def _pump(
     completed) and the bytes still to send — None when the stream was complete and the
     client's response has been ended here. Always releases or aborts ``upstream``."""
     assert ctx.deployment is not None
-    loop = conn.loop
     final = b""
     try:
         while (chunk := await upstream.read_chunk()) is not None:
@@ -223,10 +222,10 @@ async def _pump(
                 break
             if events:
                 if ctx.first_byte_to_client_at is None:
-                    ctx.first_byte_to_client_at = loop.time()
+                    ctx.first_byte_to_client_at = clock.now()
                 await conn.write(events[0] if len(events) == 1 else b"".join(events))
         if translator.is_done or translator.is_complete:
-            ctx.upstream_done_at = loop.time()
+            ctx.upstream_done_at = clock.now()
             if not translator.is_done:
                 final += _DONE_EVENT  # usage is in: the answer is whole, only [DONE] is late
             end.end(final)
@@ -285,9 +284,8 @@ async def _relay_raw(
 ) -> None:
     """Passthrough: bytes as they come, no parsing."""
     assert ctx.deployment is not None
-    loop = conn.loop
     ctx.status = upstream.status
-    conn.start(upstream.status, success_headers(ctx, content_type, loop.time()))
+    conn.start(upstream.status, success_headers(ctx, content_type, clock.now()))
     try:
         while (chunk := await upstream.read_chunk()) is not None:
             await conn.write(chunk)
@@ -302,5 +300,5 @@ async def _relay_raw(
         upstream.abort()
         raise
     upstream.release()
-    ctx.upstream_done_at = loop.time()
+    ctx.upstream_done_at = clock.now()
     end.end()
