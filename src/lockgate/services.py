@@ -136,7 +136,10 @@ class Services:
         authorizer: Authorizer = PolicyAuthorizer()
         debugger = None
         if config.observability.request_debugging:
-            debugger = RequestDebugger(request_debug(store), bus)
+            retention_days = config.observability.request_debug_retention_days
+            debugger = RequestDebugger(
+                request_debug(store), bus, retention_s=retention_days * 86400.0
+            )
             authorizer = DebugTap(authorizer, debugger)
             telemetry.metrics.add_collector(debugger)
             await debugger.start()  # never raises for the store: it retries in the background

@@ -136,5 +136,7 @@ class ObservabilitySpec(Strict):
     metrics: bool = True
     # Debug sessions ("trace this key's next N requests", admin API): off removes the hook.
     request_debugging: bool = True
+    # Captured debug records (and ended sessions) are deleted after this many days.
+    request_debug_retention_days: Annotated[float, Field(gt=0, le=3650)] = 7.0
     readiness: ReadinessSpec = ReadinessSpec()
     prompt_logging: PromptLoggingSpec = PromptLoggingSpec()

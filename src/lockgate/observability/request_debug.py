@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from random import getrandbits
 from typing import Protocol
 
@@ -59,6 +59,8 @@ class DebugStore(Protocol):
         self, captured: Sequence[CapturedRequest]
     ) -> tuple[int, list[str]]: ...
 
+    async def prune(self, *, before: datetime) -> int: ...
+
 
 @dataclass(slots=True)
 class _Traced:
@@ -82,8 +84,14 @@ class RequestDebugger:
         max_pending: int = 1000,
         flush_interval_s: float = 0.25,
         refresh_interval_s: float = 5.0,
+        retention_s: float = 7 * 86400.0,
+        prune_interval_s: float = 3600.0,
     ) -> None:
         self._store = store
+        # Captured records and ended sessions older than this are deleted, by every
+        # process once per ``prune_interval_s`` (a DELETE anyone may repeat).
+        self._retention_s = retention_s
+        self._prune_interval_s = prune_interval_s
         self._bus = bus
         self._max_pending = max_pending
         self._flush_interval_s = flush_interval_s
@@ -217,6 +225,7 @@ class RequestDebugger:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._reloading())
             group.create_task(self._writing())
+            group.create_task(self._pruning())
 
     async def _reloading(self) -> None:
         while True:
@@ -228,6 +237,15 @@ class RequestDebugger:
                 await self.reload()
             except Exception as error:
                 log.warning("request debugging: cannot reload debug sessions (%s)", error)
+
+    async def _pruning(self) -> None:
+        while True:
+            try:
+                before = datetime.now(UTC) - timedelta(seconds=self._retention_s)
+                await self._store.prune(before=before)
+            except Exception as error:
+                log.warning("request debugging: cannot delete old debug records (%s)", error)
+            await asyncio.sleep(self._prune_interval_s)
 
     async def _writing(self) -> None:
         while True:

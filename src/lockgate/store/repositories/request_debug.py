@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.engine import Row
 
 from lockgate.metering.record import UsageRecord
@@ -147,6 +147,15 @@ class RequestDebug(Repository):
             )
             exhausted = [str(row.id) for row in ended.all()]
         return len(rows), exhausted
+
+    async def prune(self, *, before: datetime) -> int:
+        """Delete the records captured before ``before`` and the sessions that expired
+        before it; returns how many records went. Idempotent: any process may run it."""
+        cutoff = as_utc(before)
+        async with self._connector.connect(write=True) as conn:
+            gone = await conn.execute(delete(_r).where(_r.c.occurred_at < cutoff))
+            await conn.execute(delete(_s).where(_s.c.expires_at < cutoff))
+        return int(gone.rowcount or 0)
 
     async def records_for_request(self, request_id: str) -> Sequence[DebugRecord]:
         """Every captured record with this request id (all tenants: the caller filters)."""
