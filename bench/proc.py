@@ -280,29 +280,24 @@ def pss_kib(root_pid: int) -> int:
     shared by n processes counts 1/n in each, so pages a forked tree shares (the
     supervisor's and the workers' code) count once, where summed RSS counts them per
     process."""
-    total = 0
-    for pid in process_tree(root_pid):
-        try:
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in rollup.splitlines():
-            if line.startswith("Pss:"):
-                total += int(line.split()[1])
-                break
-    return total
+    return _tree_sum(root_pid, "smaps_rollup", "Pss:")
 
 
 def rss_kib(root_pid: int) -> int:
     """Resident memory (VmRSS) of a process and its descendants, in KiB."""
+    return _tree_sum(root_pid, "status", "VmRSS:")
+
+
+def _tree_sum(root_pid: int, proc_file: str, field: str) -> int:
+    """``field`` (a KiB figure) of ``/proc/<pid>/<proc_file>``, summed over the tree."""
     total = 0
     for pid in process_tree(root_pid):
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            text = Path(f"/proc/{pid}/{proc_file}").read_text()
         except OSError:
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
+        for line in text.splitlines():
+            if line.startswith(field):
                 total += int(line.split()[1])
                 break
     return total

@@ -56,6 +56,16 @@ async def held_gateway(sim: SimServer) -> AsyncIterator[tuple[int, Barrier]]:
         await gateway.stop(drain_timeout_s=1.0)
 
 
+async def _post(port: int, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A chat request on a raw connection the test reads (or drops) itself."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
+    return reader, writer
+
+
 async def test_a_whole_answer_is_sent_only_after_its_record_is_acknowledged(
     sim: SimServer,
 ) -> None:
@@ -74,11 +84,7 @@ async def test_a_whole_answer_is_sent_only_after_its_record_is_acknowledged(
 
 async def test_a_stream_is_relayed_but_its_end_waits_for_the_record(sim: SimServer) -> None:
     async with held_gateway(sim) as (port, barrier):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s"
-            % (len(STREAM), STREAM)
-        )
+        reader, writer = await _post(port, STREAM)
         await asyncio.wait_for(barrier.entered.wait(), 5)
         await asyncio.sleep(0.05)
         before = await reader.read(65536)
@@ -105,11 +111,7 @@ async def test_errors_are_not_held(sim: SimServer) -> None:
 
 async def test_a_client_gone_while_held_costs_nothing_but_its_connection(sim: SimServer) -> None:
     async with held_gateway(sim) as (port, barrier):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s"
-            % (len(WHOLE), WHOLE)
-        )
+        _, writer = await _post(port, WHOLE)
         await asyncio.wait_for(barrier.entered.wait(), 5)
         writer.close()
         await asyncio.sleep(0.05)
