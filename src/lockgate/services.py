@@ -39,7 +39,7 @@ from lockgate.observability.readiness import Readiness, build_readiness
 from lockgate.observability.request_debug import DebugTap, RequestDebugger
 from lockgate.observability.routing_metrics import PlanSource, RoutingCollector, routed_entries
 from lockgate.observability.telemetry import Telemetry
-from lockgate.routing.breaker_sharing import BreakerSharing
+from lockgate.routing.health_sharing import HealthSharing
 from lockgate.startup import database_url, load_keyring, resolve_pepper
 from lockgate.store.key_lookup import StoreKeyLookup
 from lockgate.store.repositories.request_debug import request_debug
@@ -84,7 +84,7 @@ class Services:
     # Idempotency-Key state shared by every replica (``start_idempotency``; None: in process).
     idempotency: IdempotencyStore | None = None
     # Circuit-breaker opens shared with every other process (``watch``).
-    breakers: BreakerSharing | None = None
+    health_sharing: HealthSharing | None = None
 
     @classmethod
     async def start(
@@ -193,12 +193,12 @@ class Services:
         models = routed_entries(config.models)  # a versioned model: each name@version
         if self.lifecycle is not None and isinstance(router, BalancingRouter):
             self.lifecycle.attach(router)  # runtime deployments and rollouts reach its pools
-        if isinstance(router, BalancingRouter):  # one process's breaker open is everyone's
-            self.breakers = BreakerSharing(self.bus, router.pool_of, clock)
+        if isinstance(router, BalancingRouter):  # one process's health evidence is everyone's
+            self.health_sharing = HealthSharing(self.bus, router.pool_of, clock)
             for name in models:
                 pool = router.pool_of(name)
                 if pool is not None:
-                    self.breakers.attach(pool)
+                    self.health_sharing.attach(pool)
         self.telemetry.metrics.add_collector(RoutingCollector(router, models, clock))
         self.readiness = build_readiness(config, request_debug(self.store).ping, router, clock)
         await self.readiness.refresh()
@@ -280,8 +280,8 @@ class Services:
             await self.billing.close()
         if self.readiness is not None:
             await self.readiness.stop()
-        if self.breakers is not None:
-            await self.breakers.close()
+        if self.health_sharing is not None:
+            await self.health_sharing.close()
         if self.metering is not None:  # pusher, ledger (its final flush), prices
             await self.metering.close()
         elif self.ledger is not None:

@@ -52,6 +52,17 @@ class Outlier:
         self.consecutive = 0
         self.is_on_probation = False
 
+    def apply_ejection(self, until: float) -> bool:
+        """Ejected until ``until`` by another process's evidence; True if that extends
+        the current ejection. Counts in neither the back-off streak nor the totals: it
+        is the same ejection, seen elsewhere."""
+        if not self.is_enabled or until <= self.ejected_until:
+            return False
+        self.ejected_until = until
+        self.consecutive = 0
+        self.is_on_probation = True
+        return True
+
     def record_failure(self, now: float) -> bool:
         """Count a failure; True if it ejected the deployment just now."""
         if not self.is_enabled or now < self.ejected_until:

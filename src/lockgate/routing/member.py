@@ -52,6 +52,7 @@ class Member:
         "is_restricted",
         "is_up",
         "on_breaker_open",
+        "on_ejected",
         "outlier",
         "outstanding",
         "target",
@@ -75,6 +76,8 @@ class Member:
         self.breaker: Breaker | None = Breaker(spec.breaker) if spec.breaker.enabled else None
         # Told when this member's own failures open its breaker (shared across replicas).
         self.on_breaker_open: Callable[[Member], None] | None = None
+        # Told when this member's own failures eject it (shared across replicas too).
+        self.on_ejected: Callable[[Member], None] | None = None
         self.throttled_until = 0.0
         self.throttles = 0  # 429/503 answers in a row (a success resets it)
         # The engine's own last report (routing.engine_metrics), or None.
@@ -163,7 +166,8 @@ class Member:
                 if is_probe:
                     self._summarise()
         elif outcome is Outcome.FAILURE:
-            self.outlier.record_failure(now)
+            if self.outlier.record_failure(now) and self.on_ejected is not None:
+                self.on_ejected(self)
             if breaker is not None:
                 opens = breaker.opens_total
                 breaker.record_failure(is_probe, now)
@@ -179,6 +183,15 @@ class Member:
         any open, in a half-open probe of this replica's own."""
         breaker = self.breaker
         if breaker is None or not breaker.force_open(now, open_s):
+            return False
+        self._summarise()
+        return True
+
+    def eject_for(self, now: float, duration_s: float) -> bool:
+        """Eject for ``duration_s`` because another process did (its failures are this
+        deployment's too); False if already ejected at least that long. Ends, as any
+        ejection, on probation: this process's first failure ejects again."""
+        if not self.outlier.apply_ejection(now + duration_s):
             return False
         self._summarise()
         return True

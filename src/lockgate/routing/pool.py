@@ -51,6 +51,8 @@ class Pool:
         "model",
         "needs_key",
         "on_breaker_open",
+        "on_ejected",
+        "on_throttled",
         "spec",
         "strategy",
     )
@@ -60,6 +62,8 @@ class Pool:
         model: ModelEntry,
         members: Sequence[Member] | None = None,
         on_breaker_open: Callable[[Pool, Member], None] | None = None,
+        on_ejected: Callable[[Pool, Member], None] | None = None,
+        on_throttled: Callable[[Pool, Member], None] | None = None,
     ) -> None:
         self.model = model
         self.spec = model.routing
@@ -68,11 +72,15 @@ class Pool:
             if members is None
             else tuple(members)
         )
-        # ``(pool, member)`` when a member's breaker opens on its own failures
-        # (routing/breaker_sharing.py sets it).
+        # ``(pool, member)`` when a member's breaker opens or it is ejected on its own
+        # failures, or an upstream's Retry-After throttles it (routing/health_sharing.py
+        # sets them, to tell the other processes).
         self.on_breaker_open = on_breaker_open
+        self.on_ejected = on_ejected
+        self.on_throttled = on_throttled
         for member in self.members:
             member.on_breaker_open = self._breaker_opened
+            member.on_ejected = self._ejected
         self.strategy = make_strategy(self.spec.strategy, self.members, model)
         self.needs_key = self.strategy.needs_key
         self._read_key = KeyReader(self.spec.affinity) if self.needs_key else None
@@ -94,12 +102,18 @@ class Pool:
         members = [known.get(t) or Member(t, self.spec) for t in targets]
         throttled_until = self._throttled_until
         # Every derived index, from one place.
-        Pool.__init__(self, self.model, members, self.on_breaker_open)
+        Pool.__init__(
+            self, self.model, members, self.on_breaker_open, self.on_ejected, self.on_throttled
+        )
         self._throttled_until = throttled_until
 
     def _breaker_opened(self, member: Member) -> None:
         if self.on_breaker_open is not None:
             self.on_breaker_open(self, member)
+
+    def _ejected(self, member: Member) -> None:
+        if self.on_ejected is not None:
+            self.on_ejected(self, member)
 
     def serves(self, path: str | None) -> bool:
         """Whether some deployment serves ``path`` (None: the standard inference routes)."""
@@ -145,10 +159,15 @@ class Pool:
                 tier = calm
         return self.strategy.pick(tier, key, now).lease()
 
-    def throttle(self, member: Member, retry_after_s: float, now: float) -> None:
-        """An upstream's Retry-After: the member is second choice until it has passed."""
+    def throttle(
+        self, member: Member, retry_after_s: float, now: float, *, is_own: bool = True
+    ) -> None:
+        """An upstream's Retry-After: the member is second choice until it has passed.
+        ``is_own``: this process saw it (others are told), not another process."""
         member.throttle(retry_after_s, now)
         self._throttled_until = max(self._throttled_until, member.throttled_until)
+        if is_own and self.on_throttled is not None:
+            self.on_throttled(self, member)
 
     def back_at(self, now: float, path: str | None = None) -> float:
         """When the first deployment is expected back (all of them being out now)."""
