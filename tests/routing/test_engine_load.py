@@ -69,6 +69,20 @@ async def test_the_simulators_metrics_page_parses() -> None:
             4,
             0.75,
         ),
+        (  # TGI: a batch and a queue, no KV gauge
+            b"# TYPE tgi_batch_current_size gauge\ntgi_batch_current_size 6\n"
+            b"tgi_queue_size 2\ntgi_batch_current_max_tokens 4096\n",
+            6,
+            2,
+            0.0,
+        ),
+        (  # llama.cpp's llama-server --metrics
+            b"llamacpp:requests_processing 3\nllamacpp:requests_deferred 5\n"
+            b"llamacpp:kv_cache_usage_ratio 0.5\nllamacpp:prompt_tokens_total 100\n",
+            3,
+            5,
+            0.5,
+        ),
     ],
 )
 def test_engine_names(page: bytes, running: float, waiting: float, kv: float) -> None:

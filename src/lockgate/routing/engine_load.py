@@ -2,8 +2,8 @@
 
 A worker's own outstanding count sees only its own requests. The engine sees
 everything: other workers', other gateway replicas', and how full its KV cache
-is (a full cache means preemption and recomputation soon). vLLM and SGLang
-publish this as Prometheus gauges; for models with ``routing.engine_metrics``
+is (a full cache means preemption and recomputation soon). vLLM, SGLang, TGI and
+llama.cpp's server publish this as Prometheus gauges; for models with ``routing.engine_metrics``
 one owned background task scrapes each deployment every ``interval_s`` and
 keeps the last reading on its member, where the load score reads it:
 
@@ -39,11 +39,30 @@ from lockgate.routing.watcher import PoolWatcher
 log = logging.getLogger("lockgate.routing")
 
 # Metric names by what they mean: vLLM (both KV names: it renamed the gauge in 0.10),
-# then SGLang's.
-_RUNNING = frozenset({b"vllm:num_requests_running", b"sglang:num_running_reqs"})
-_WAITING = frozenset({b"vllm:num_requests_waiting", b"sglang:num_queue_reqs"})
+# SGLang, TGI (no KV gauge), llama.cpp's llama-server (with --metrics).
+_RUNNING = frozenset(
+    {
+        b"vllm:num_requests_running",
+        b"sglang:num_running_reqs",
+        b"tgi_batch_current_size",
+        b"llamacpp:requests_processing",
+    }
+)
+_WAITING = frozenset(
+    {
+        b"vllm:num_requests_waiting",
+        b"sglang:num_queue_reqs",
+        b"tgi_queue_size",
+        b"llamacpp:requests_deferred",
+    }
+)
 _KV_USE = frozenset(
-    {b"vllm:kv_cache_usage_perc", b"vllm:gpu_cache_usage_perc", b"sglang:token_usage"}
+    {
+        b"vllm:kv_cache_usage_perc",
+        b"vllm:gpu_cache_usage_perc",
+        b"sglang:token_usage",
+        b"llamacpp:kv_cache_usage_ratio",
+    }
 )
 _WANTED = _RUNNING | _WAITING | _KV_USE
 
