@@ -32,6 +32,7 @@ from lockgate.dataplane.pipeline.route import BalancingRouter
 from lockgate.dataplane.pipeline.settle import Settler
 from lockgate.invalidation.build import build_bus
 from lockgate.invalidation.bus import InvalidationBus
+from lockgate.metering.acknowledge import Acknowledgement
 from lockgate.metering.ledger import UsageLedger
 from lockgate.metering.wiring import Metering
 from lockgate.observability.ledger_metrics import LedgerCollector
@@ -83,8 +84,10 @@ class Services:
     lifecycle: ModelLifecycle | None = None
     # Idempotency-Key state shared by every replica (``start_idempotency``; None: in process).
     idempotency: IdempotencyStore | None = None
-    # Circuit-breaker opens shared with every other process (``watch``).
+    # Breaker openings, ejections and throttles shared with every other process (``watch``).
     health_sharing: HealthSharing | None = None
+    # Bounds how long a response's end waits for its usage record (metering.acknowledge).
+    acknowledgement_watch: Acknowledgement | None = None
 
     @classmethod
     async def start(
@@ -248,11 +251,17 @@ class Services:
         return self.idempotency
 
     def acknowledgement(self, config: RuntimeConfig) -> Callable[[], Awaitable[None]] | None:
-        """What the data plane awaits before ending a response: the ledger's journal sync
-        when ``metering.acknowledge`` is ``durable``; None without a ledger or when async."""
+        """What the data plane awaits before ending a response: the ledger's journal sync,
+        bounded by ``metering.acknowledge_timeout_s``, when ``metering.acknowledge`` is
+        ``durable``; None without a ledger or when async."""
         if self.ledger is None or config.metering.acknowledge != "durable":
             return None
-        return self.ledger.sync
+        if self.acknowledgement_watch is None:
+            self.acknowledgement_watch = Acknowledgement(
+                self.ledger.journal, max_wait_s=config.metering.acknowledge_timeout_s
+            )
+            self.acknowledgement_watch.start()
+        return self.acknowledgement_watch
 
     def readiness_answer(self) -> tuple[int, bytes]:
         """``/readyz`` of the admin port: this worker's cached verdict."""
@@ -282,6 +291,8 @@ class Services:
             await self.readiness.stop()
         if self.health_sharing is not None:
             await self.health_sharing.close()
+        if self.acknowledgement_watch is not None:
+            await self.acknowledgement_watch.close()
         if self.metering is not None:  # pusher, ledger (its final flush), prices
             await self.metering.close()
         elif self.ledger is not None:

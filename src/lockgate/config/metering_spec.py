@@ -49,6 +49,10 @@ class MeteringSpec(Strict):
     # one group commit to each response's end. async: the end goes out at once, and a
     # crash loses the records of the last few milliseconds' answers.
     acknowledge: Literal["durable", "async"] = "durable"
+    # A journal whose commits fail or hang must not hold every response: past this, a
+    # response ends without its record durable (counted and logged; the record stays
+    # queued and is written once the disk recovers).
+    acknowledge_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     # The journal's group commit: at most one fsync per interval, however many records.
     # Shorter: less added latency in durable mode; longer: fewer fsyncs under load.
     journal_commit_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0

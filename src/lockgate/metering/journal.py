@@ -151,7 +151,8 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._lock_file: IO[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # (items appended before the call, its future, loop time of the call), in order.
+        self._waiters: list[tuple[int, asyncio.Future[None], float]] = []
         self.journal_id = ""
         # Counters, for metrics and for ``sync``.
         self.appended = 0
@@ -159,6 +160,7 @@ class Journal:
         self.commit_failures = 0
         self.encode_failures = 0
         self.dropped_after_close = 0
+        self.sync_timeouts = 0  # waits ended by ``release_overdue``, not by a commit
 
     def open(self) -> None:
         """Take the journal's lock, create its tables, start the journal thread.
@@ -204,10 +206,11 @@ class Journal:
         target = self.appended
         if self.durable >= target:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         # Register first, then re-check: the journal thread bumps ``durable`` before it
         # looks for waiters, so one of the two sides always sees the other.
-        self._waiters.append((target, future))
+        self._waiters.append((target, future, loop.time()))
         if self.durable >= target:
             self._release_waiters()
         await future
@@ -322,13 +325,27 @@ class Journal:
     def _release_waiters(self) -> None:
         durable = self.durable
         waiting = []
-        for target, future in self._waiters:
-            if target <= durable:
-                if not future.done():
-                    future.set_result(None)
+        for waiter in self._waiters:
+            if waiter[0] <= durable:
+                if not waiter[1].done():
+                    waiter[1].set_result(None)
             else:
-                waiting.append((target, future))
+                waiting.append(waiter)
         self._waiters = waiting
+
+    def release_overdue(self, before: float) -> int:
+        """End the ``sync`` waits that began before ``before`` (loop time) although their
+        items are not durable yet: commits are failing or stuck. Returns how many (also
+        counted in ``sync_timeouts``). Call from the loop that called ``sync``."""
+        overdue = [w for w in self._waiters if w[2] < before]
+        if not overdue:
+            return 0
+        self._waiters = [w for w in self._waiters if w[2] >= before]
+        for _, future, _ in overdue:
+            if not future.done():
+                future.set_result(None)
+        self.sync_timeouts += len(overdue)
+        return len(overdue)
 
 
 class JournalReader:

@@ -33,6 +33,7 @@ class JournalCounters(Protocol):
     appended: int
     durable: int
     commit_failures: int
+    sync_timeouts: int
 
 
 class LedgerSource(Protocol):
@@ -70,6 +71,12 @@ class LedgerCollector:
             "lockgate_ledger_journal_commit_failures",
             "Failed group commits of the local journal (records then wait in memory).",
             value=journal.commit_failures if journal is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "lockgate_ledger_acknowledge_timeouts",
+            "Responses ended without their usage record durable because journal commits "
+            "failed or hung for metering.acknowledge_timeout_s.",
+            value=journal.sync_timeouts if journal is not None else 0,
         )
         yield GaugeMetricFamily(
             "lockgate_ledger_unjournaled_records",
