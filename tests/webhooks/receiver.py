@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from lockgate.webhooks import standard
 from lockgate.webhooks.signing import SignatureError, verify
 
 
@@ -65,8 +66,9 @@ class Receiver:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
-            try:
+            try:  # both schemes, every time: Lockgate-Signature and Standard Webhooks
                 verify(body, headers.get("lockgate-signature"), self.secret)
+                standard.verify(body, headers, self.secret)
                 is_verified = True
             except SignatureError:
                 is_verified = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 
@@ -27,11 +28,12 @@ def test_the_header_is_t_and_a_hex_hmac_of_t_dot_body() -> None:
     assert verify(BODY, header, secret, now=NOW) == NOW
 
 
-def test_secrets_are_fresh_and_prefixed() -> None:
+def test_secrets_are_fresh_prefixed_and_standard_base64() -> None:
     first, second = new_secret(), new_secret()
     assert first.startswith(SECRET_PREFIX)
     assert first != second
-    assert len(first) > 40
+    key = base64.b64decode(first.removeprefix(SECRET_PREFIX), validate=True)
+    assert len(key) == 24  # Standard Webhooks: 24 to 64 bytes
 
 
 @pytest.mark.parametrize(

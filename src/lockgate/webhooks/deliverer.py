@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from lockgate.store.columns import utc_now
 from lockgate.store.errors import NotFound, StoreError
 from lockgate.store.store import Store
+from lockgate.webhooks import standard
 from lockgate.webhooks.model import Attempt, Delivery, DeliveryStatus, Subscription
 from lockgate.webhooks.outbox import event_body
 from lockgate.webhooks.sealing import unseal
@@ -118,8 +119,11 @@ class Deliverer:
         except Exception as error:  # a retired master key, a tampered row: log it as an attempt
             result = SendResult(None, 0.0, f"cannot open the signing secret: {error}")
         else:
+            signed_at = int(time.time())
             headers = {
-                SIGNATURE_HEADER: signature_header(secrets, int(time.time()), body),
+                SIGNATURE_HEADER: signature_header(secrets, signed_at, body),
+                # The same signatures in the Standard Webhooks form (webhooks/standard.py).
+                **standard.headers(secrets, event.id, signed_at, body),
                 "Lockgate-Event-Id": event.id,
                 "Lockgate-Event-Type": event.type.value,
                 "Lockgate-Delivery-Id": delivery.id,

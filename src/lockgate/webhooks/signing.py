@@ -37,8 +37,9 @@ class SignatureError(ValueError):
 
 
 def new_secret() -> str:
-    """A fresh signing secret: ``whsec_`` + 32 random bytes, URL-safe base64."""
-    return SECRET_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    """A fresh signing secret: ``whsec_`` + 24 random bytes in standard base64 (32
+    characters, no padding), the form Standard Webhooks libraries decode."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
