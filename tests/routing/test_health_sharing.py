@@ -153,6 +153,7 @@ async def test_a_retry_after_seen_by_one_replica_steers_the_other_without_a_stor
             for _ in range(2)
         ]
         model = sim_model("sim-chat", sims[0].base_url)
+        # d2 does not forward the x-sim-* headers: only d1 ever answers 429 here.
         model["deployments"].append({"name": "sim-chat-d2", "base_url": sims[1].base_url})
         model["routing"] = {"retries": {"max_attempts": 1}, "strategy": "weighted_random"}
         spec = gateway_spec([model])
