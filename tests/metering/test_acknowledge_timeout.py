@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from lockgate.metering.acknowledge import Acknowledgement
-from lockgate.metering.journal import Journal, JournalReader
+from lockgate.metering.journal import Journal
+from lockgate.metering.journal_reader import JournalReader
 
 
 async def test_a_hung_commit_releases_waiters_after_the_timeout_and_commits_later(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from lockgate.metering.journal import JournalReader
+from lockgate.metering.journal_reader import JournalReader
 from lockgate.store.database import create_engine
 from lockgate.store.schema import usage_records
 

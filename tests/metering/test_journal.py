@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.metering.journal import MAX_ITEMS_PER_ENTRY, Journal, JournalReader, record_id
+from lockgate.metering.journal import MAX_ITEMS_PER_ENTRY, Journal, record_id
+from lockgate.metering.journal_reader import JournalReader
 
 
 async def test_sync_returns_once_everything_appended_is_on_disk(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 from lockgate.errors import ErrorSource, UpstreamFailure
 from lockgate.metering.capture import capture, complete
 from lockgate.metering.flusher import LedgerFlusher
-from lockgate.metering.journal import JournalBusy, JournalReader
+from lockgate.metering.journal import JournalBusy
+from lockgate.metering.journal_reader import JournalReader
 from lockgate.metering.ledger import UsageLedger
 from lockgate.metering.pricing import PriceCatalogue, PriceEntry
 from lockgate.metering.record import UsageRecord

@@ -36,7 +36,8 @@ from lockgate.config import RuntimeConfig
 from lockgate.invalidation.build import build_bus
 from lockgate.metering.capture import complete
 from lockgate.metering.flusher import LedgerFlusher, UsageSink
-from lockgate.metering.journal import JournalBusy, JournalReader
+from lockgate.metering.journal import JournalBusy
+from lockgate.metering.journal_reader import JournalReader
 from lockgate.metering.live_prices import TOPIC_PRICES, LivePriceCatalogue
 from lockgate.metering.pricing import PriceCatalogue
 from lockgate.metering.record import UsageRecord

@@ -38,7 +38,8 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from lockgate.metering.journal import JournalEntry, JournalReader
+from lockgate.metering.journal import JournalEntry
+from lockgate.metering.journal_reader import JournalReader
 from lockgate.metering.record import UsageRecord
 from lockgate.store.errors import Invalid, StoreError
 

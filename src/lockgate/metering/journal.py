@@ -25,9 +25,10 @@ Durability, exactly:
 - A commit that fails (disk full, I/O error) is retried with back-off and logged,
   the group kept in memory; ``commit_failures`` counts the attempts.
 
-Entries leave the journal only through ``JournalReader.mark_flushed``, which the
-flusher calls after the store committed them, so whatever is still in the file
-at start-up is exactly what the store may not have yet, and is re-sent. Each
+Entries leave the journal only through ``JournalReader.mark_flushed``
+(``journal_reader.py``), which the flusher calls after the store committed them,
+so whatever is still in the file at start-up is exactly what the store may not
+have yet, and is re-sent. Each
 item's record id is derived from the journal's random id, the entry's sequence
 number (``AUTOINCREMENT``: never reused) and the item's place in the entry, so
 a re-sent item carries the same id and the store's ``ON CONFLICT DO NOTHING``
@@ -102,7 +103,7 @@ def connect(path: Path, *, is_durable: bool) -> sqlite3.Connection:
     return conn
 
 
-def _journal_id(conn: sqlite3.Connection) -> str:
+def journal_id(conn: sqlite3.Connection) -> str:
     """The journal's random id, created with the file; part of every record id."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -179,7 +180,7 @@ class Journal:
         self._lock_file = lock_file
         conn = connect(self.path, is_durable=True)
         try:
-            self.journal_id = _journal_id(conn)
+            self.journal_id = journal_id(conn)
         finally:
             conn.close()
         with contextlib.suppress(RuntimeError):
@@ -346,78 +347,3 @@ class Journal:
                 future.set_result(None)
         self.sync_timeouts += len(overdue)
         return len(overdue)
-
-
-class JournalReader:
-    """The flusher's side of a journal: read pending entries, remove flushed ones.
-
-    Not thread-safe: use it from one thread at a time (the flusher's executor).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = connect(path, is_durable=False)
-        self.journal_id = _journal_id(self._conn)
-
-    def pending(self, max_items: int) -> list[JournalEntry]:
-        """The oldest entries not yet flushed, in order: whole entries, at least one, and
-        no more than fit in ``max_items`` items after the first."""
-        chosen: list[int] = []
-        total = 0
-        sizes = self._conn.execute(
-            "SELECT seq, items FROM entries ORDER BY seq LIMIT ?", (max_items + 1,)
-        ).fetchall()
-        for seq, items in sizes:
-            if chosen and total + items > max_items:
-                break
-            chosen.append(seq)
-            total += items
-        if not chosen:
-            return []
-        rows = self._conn.execute(
-            "SELECT seq, payload FROM entries WHERE seq BETWEEN ? AND ? ORDER BY seq",
-            (chosen[0], chosen[-1]),
-        )
-        return [self._read(seq, payload) for seq, payload in rows]
-
-    def _read(self, seq: int, payload: bytes) -> JournalEntry:
-        try:
-            items = orjson.loads(payload)
-            if not isinstance(items, list):
-                raise TypeError("not a list")
-        except (orjson.JSONDecodeError, TypeError) as error:
-            # Only a corrupted file can do this (SQLite checksums nothing): say so, go on.
-            log.error("usage journal %s: entry %d is unreadable (%s)", self.path, seq, error)
-            self.quarantine(record_id(self.journal_id, seq, 0), payload, f"unreadable: {error}")
-            items = []
-        ids = [record_id(self.journal_id, seq, index) for index in range(len(items))]
-        return JournalEntry(seq, ids, items)
-
-    def count(self) -> int:
-        """Items not yet flushed."""
-        row = self._conn.execute("SELECT coalesce(sum(items), 0) FROM entries").fetchone()
-        return int(row[0])
-
-    def entries(self) -> int:
-        """Entries (group commits) not yet flushed: a cheap backlog gauge."""
-        row = self._conn.execute("SELECT count(*) FROM entries").fetchone()
-        return int(row[0])
-
-    def mark_flushed(self, up_to_seq: int) -> None:
-        """Forget every entry up to ``up_to_seq``: the store has committed them."""
-        self._conn.execute("DELETE FROM entries WHERE seq <= ?", (up_to_seq,))
-
-    def quarantine(self, record_id: str, item: bytes, reason: str) -> None:
-        """Keep an item the store refuses for an operator; its entry is then flushed
-        with the rest (``mark_flushed``), so the item no longer blocks the journal."""
-        self._conn.execute(
-            "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?)",
-            (record_id, item, reason, time.time()),
-        )
-
-    def quarantined(self) -> int:
-        row = self._conn.execute("SELECT count(*) FROM quarantine").fetchone()
-        return int(row[0])
-
-    def close(self) -> None:
-        self._conn.close()

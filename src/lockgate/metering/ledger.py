@@ -29,7 +29,8 @@ from typing import Any
 from lockgate.dataplane.context import RequestContext
 from lockgate.metering.capture import capture, complete
 from lockgate.metering.flusher import FlushStats, LedgerFlusher, UsageSink
-from lockgate.metering.journal import Journal, JournalReader
+from lockgate.metering.journal import Journal
+from lockgate.metering.journal_reader import JournalReader
 from lockgate.metering.pricing import PriceCatalogue
 from lockgate.metering.record import UsageRecord
 
