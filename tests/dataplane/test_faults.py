@@ -7,106 +7,31 @@ matter; the official openai SDK where what a client sees matters.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
 
 from lockgate.sim import SimConfig, SimServer
+from tests.dataplane.faults import (
+    MESSAGES,
+    assert_error,
+    assert_healthy,
+    chat_body,
+    closed_port,
+    fault,
+    in_band_error,
+    post,
+)
 from tests.support import (
-    RawResponse,
     RunningGateway,
     gateway_spec,
     raw_request,
     running_gateway,
     sim_model,
 )
-
-MESSAGES = [{"role": "user", "content": "Tell me about the river and the stone"}]
-ERROR_FIELDS = ["code", "message", "param", "type"]
-
-
-def chat_body(model: str = "sim-chat", **fields: Any) -> bytes:
-    return json.dumps({"model": model, "messages": MESSAGES, **fields}).encode()
-
-
-async def post(
-    port: int,
-    body: bytes,
-    headers: dict[str, str] | None = None,
-    path: str = "/v1/chat/completions",
-) -> RawResponse:
-    return await raw_request(
-        port, "POST", path, body, {"content-type": "application/json", **(headers or {})}
-    )
-
-
-def fault(kind: str, **options: int | float) -> dict[str, str]:
-    """Headers asking the simulator for ``kind``; options become ``x-sim-<name>`` headers."""
-    headers = {"x-sim-fault": kind}
-    for name, value in options.items():
-        headers[f"x-sim-{name.replace('_', '-')}"] = str(value)
-    return headers
-
-
-def assert_error(
-    response: RawResponse, status: int, code: str, source: str, param: str | None = None
-) -> dict[str, Any]:
-    """A complete error answer: status, attribution headers and the OpenAI error shape."""
-    assert response.status == status, response.body
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["x-lockgate-error-source"] == source
-    assert response.headers["x-lockgate-error-code"] == code
-    assert response.headers.get("x-request-id"), "errors must carry the request id"
-    error: dict[str, Any] = json.loads(response.body)["error"]
-    assert sorted(error) == ERROR_FIELDS
-    assert error["code"] == code
-    assert error["param"] == param
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    return error
-
-
-def in_band_error(response: RawResponse) -> tuple[list[bytes], dict[str, Any]]:
-    """A stream that started fine and ended with an error event instead of ``[DONE]``."""
-    assert response.status == 200, response.body
-    assert response.headers["content-type"].startswith("text/event-stream")
-    events = response.sse_data()
-    assert b"[DONE]" not in events, "a broken stream must not end looking complete"
-    error: dict[str, Any] = json.loads(events[-1])["error"]
-    assert sorted(error) == ERROR_FIELDS
-    return events[:-1], error
-
-
-async def assert_healthy(port: int, model: str = "sim-chat") -> None:
-    """A normal request right after a failure still succeeds."""
-    response = await post(port, chat_body(model))
-    assert response.status == 200, response.body
-    answer = json.loads(response.body)
-    assert answer["model"] == model
-    assert answer["choices"][0]["message"]["content"]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
-async def client(gateway: RunningGateway) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(
-        base_url=gateway.base_url, api_key="x", max_retries=0
-    ) as sdk_client:
-        yield sdk_client
 
 
 # -- upstream error statuses ---------------------------------------------------------------
@@ -292,101 +217,6 @@ async def test_stream_without_done_but_finished_gets_done(
     )
     sdk_chunks = [c async for c in stream]
     assert sdk_chunks[-1].choices[0].finish_reason is not None
-
-
-# -- client errors ---------------------------------------------------------------------------
-async def test_unknown_model_is_404_model_not_found(
-    gateway: RunningGateway, client: openai.AsyncOpenAI
-) -> None:
-    response = await post(gateway.port, chat_body("no-such-model"))
-    assert_error(response, 404, "model_not_found", "client", param="model")
-    with pytest.raises(openai.NotFoundError):
-        await client.chat.completions.create(model="no-such-model", messages=MESSAGES)
-    await assert_healthy(gateway.port)
-
-
-@pytest.mark.parametrize("body", [b'{"model": "sim-chat", "messages": [', b"", b"\xff\xfe"])
-async def test_malformed_json_is_400_invalid_json(gateway: RunningGateway, body: bytes) -> None:
-    response = await post(gateway.port, body)
-    assert_error(response, 400, "invalid_json", "client")
-    await assert_healthy(gateway.port)
-
-
-async def test_missing_messages_is_400_missing_required_parameter(
-    gateway: RunningGateway,
-) -> None:
-    response = await post(gateway.port, b'{"model": "sim-chat"}')
-    assert_error(response, 400, "missing_required_parameter", "client", param="messages")
-    await assert_healthy(gateway.port)
-
-
-async def _read_whole_response(reader: asyncio.StreamReader) -> RawResponse:
-    status = int((await reader.readline()).split()[1])
-    headers: dict[str, str] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers["content-length"]))
-    return RawResponse(status, headers, body)
-
-
-@pytest.mark.parametrize("framing", ["content-length", "chunked"])
-async def test_body_over_the_limit_is_413_and_the_connection_is_closed(
-    sim: SimServer, framing: str
-) -> None:
-    limit = 2048
-    async with running_gateway(
-        gateway_spec([sim_model("sim-chat", sim.base_url)], max_body_bytes=limit)
-    ) as gw:
-        payload = json.dumps(
-            {"model": "sim-chat", "messages": [{"role": "user", "content": "x" * 2 * limit}]}
-        ).encode()
-        head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\n"
-        if framing == "chunked":
-            request = head + b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
-                len(payload),
-                payload,
-            )
-        else:
-            request = head + b"content-length: %d\r\n\r\n%s" % (len(payload), payload)
-        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-        try:
-            writer.write(request)  # a keep-alive request: only the rejection closes it
-            response = await asyncio.wait_for(_read_whole_response(reader), 5)
-            after = await asyncio.wait_for(reader.read(), 5)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-        assert_error(response, 413, "request_too_large", "client")
-        assert after == b"", "the connection must be closed after a 413"
-        # A body under the limit is still fine.
-        assert len(chat_body()) < limit
-        await assert_healthy(gw.port)
-
-
-async def test_get_on_an_inference_endpoint_is_405(gateway: RunningGateway) -> None:
-    response = await raw_request(gateway.port, "GET", "/v1/chat/completions")
-    assert_error(response, 405, "method_not_allowed", "client")
-    await assert_healthy(gateway.port)
-
-
-async def test_405_names_the_allowed_method(gateway: RunningGateway) -> None:
-    # RFC 9110 section 15.5.6: a 405 response MUST carry an Allow header.
-    response = await raw_request(gateway.port, "GET", "/v1/chat/completions")
-    assert response.status == 405
-    assert response.headers.get("allow") == "POST"
-
-
-@pytest.mark.parametrize(
-    ("method", "path"), [("GET", "/v1/nothing-here"), ("POST", "/v2/chat/completions")]
-)
-async def test_unknown_path_is_404_unknown_endpoint(
-    gateway: RunningGateway, method: str, path: str
-) -> None:
-    response = await raw_request(gateway.port, method, path)
-    assert_error(response, 404, "unknown_endpoint", "client")
-    await assert_healthy(gateway.port)
 
 
 # -- passthrough -------------------------------------------------------------------------------
