@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class Acknowledgement:
-    """Awaitable per request; ``start`` in the worker's loop, ``close`` at shutdown."""
+    """The watchdog over one journal's ``sync`` waits (also awaitable itself, as the data
+    plane's acknowledgement); ``start`` in the worker's loop, ``close`` at shutdown."""
 
     def __init__(
         self, journal: Journal, *, max_wait_s: float = 5.0, check_interval_s: float = 1.0
