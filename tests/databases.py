@@ -14,7 +14,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,6 +107,19 @@ def session_database() -> Iterator[str]:
         finally:
             name = make_url(url).database or ""
             pool.submit(asyncio.run, drop_database(admin_dsn, name)).result()
+
+
+async def store_url_on(
+    backend: str, tmp_path: Path, postgres_url: Callable[[], str], tables: Sequence[Table]
+) -> str:
+    """A migrated store for ``backend``: a new SQLite file under ``tmp_path``, or the
+    session's PostgreSQL database (``postgres_url``, asked only then) with ``tables``
+    emptied."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store' / 'lockgate.db'}"
+        await upgrade(url)
+        return url
+    return await emptied(postgres_url(), tables)
 
 
 async def emptied(url: str, tables: Sequence[Table]) -> str:

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from lockgate.config import GatewaySpec, resolve
 from lockgate.dataplane.pipeline.authenticate import Authenticator
 from lockgate.dataplane.pipeline.authorize import Authorizer
@@ -94,6 +96,16 @@ async def raw_request(
         return await asyncio.wait_for(_read_response(reader), timeout_s)
     finally:
         writer.close()
+
+
+async def chat_as(
+    port: int, key: str, body: bytes
+) -> tuple[int, dict[str, str], dict[str, object]]:
+    """``body`` to chat completions with ``key`` as the bearer: status, headers, JSON body."""
+    answer = await raw_request(
+        port, "POST", "/v1/chat/completions", body, {"authorization": f"Bearer {key}"}
+    )
+    return answer.status, answer.headers, orjson.loads(answer.body)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> RawResponse:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from lockgate.config import GatewaySpec, RuntimeConfig, resolve
@@ -20,7 +19,7 @@ from lockgate.serve import Gateway
 from lockgate.sim import SimServer
 from lockgate.tenancy.model import Role
 from tests.controlplane.conftest import Admin, started_admin
-from tests.support import raw_request
+from tests.support import chat_as
 
 CHAT = b'{"model":"sim-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":2}'
 
@@ -53,14 +52,7 @@ class Stack:
         assert answer.status_code == 200, answer.text
 
     async def call(self, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
-        answer = await raw_request(
-            self.gateway.port,
-            "POST",
-            "/v1/chat/completions",
-            CHAT,
-            {"authorization": f"Bearer {key}"},
-        )
-        return answer.status, answer.headers, orjson.loads(answer.body)
+        return await chat_as(self.gateway.port, key, CHAT)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.store import Store, upgrade
+from lockgate.store import Store
 from lockgate.store.schema import usage_records
 from lockgate.store.schema_reporting import (
     prices,
@@ -18,7 +18,7 @@ from lockgate.store.schema_reporting import (
     usage_rollup_hourly,
     usage_rollup_monthly,
 )
-from tests.databases import emptied, session_database
+from tests.databases import session_database, store_url_on
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -35,13 +35,10 @@ def metering_postgres_url() -> Iterator[str]:
 @pytest.fixture
 async def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """A migrated database whose ledger (roll-ups, prices and push state too) is empty."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store' / 'lockgate.db'}"
-        await upgrade(url)
-        return url
-    url = str(request.getfixturevalue("metering_postgres_url"))
-    return await emptied(
-        url,
+    return await store_url_on(
+        backend,
+        tmp_path,
+        lambda: str(request.getfixturevalue("metering_postgres_url")),
         (
             usage_records,
             usage_rollup_hourly,

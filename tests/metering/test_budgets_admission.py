@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
 import pytest
 
 from lockgate.admission.admitter import LimitAdmitter
@@ -25,7 +24,7 @@ from tests.controlplane.conftest import Admin, started_admin
 from tests.controlplane.conftest import database_url as database_url  # the fixture, here too
 from tests.controlplane.tenants import assert_error, audit_entries, two_tenants
 from tests.metering.budget_support import spend
-from tests.support import raw_request
+from tests.support import chat_as
 
 CHAT = b'{"model":"sim-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":2}'
 
@@ -37,14 +36,7 @@ class Stack:
     gate: BudgetGate
 
     async def call(self, key: str) -> tuple[int, dict[str, str], dict[str, object]]:
-        answer = await raw_request(
-            self.gateway.port,
-            "POST",
-            "/v1/chat/completions",
-            CHAT,
-            {"authorization": f"Bearer {key}"},
-        )
-        return answer.status, answer.headers, orjson.loads(answer.body)
+        return await chat_as(self.gateway.port, key, CHAT)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from lockgate.controlplane.actions import AdminActions
 from lockgate.invalidation.inprocess import InProcessBus
-from lockgate.store import Store, upgrade
+from lockgate.store import Store
 from lockgate.store.schema import usage_records
 from lockgate.store.schema_billing import (
     background_leases,
@@ -23,7 +23,7 @@ from lockgate.store.schema_billing import (
     webhook_subscriptions,
 )
 from lockgate.tenancy.secretbox import Keyring
-from tests.databases import emptied, session_database
+from tests.databases import session_database, store_url_on
 
 _EMPTIED = (
     webhook_attempts,
@@ -48,11 +48,9 @@ def webhooks_postgres_url() -> Iterator[str]:
 
 @pytest.fixture
 async def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store' / 'lockgate.db'}"
-        await upgrade(url)
-        return url
-    return await emptied(str(request.getfixturevalue("webhooks_postgres_url")), _EMPTIED)
+    return await store_url_on(
+        backend, tmp_path, lambda: str(request.getfixturevalue("webhooks_postgres_url")), _EMPTIED
+    )
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from lockgate.routing.pool import Pool
 
 
-class PoolWatcher:
+class PoolWatcher(ABC):
     def __init__(self, watched: Sequence[Pool]) -> None:
         self._watched = list(watched)
         self._task: asyncio.Task[None] | None = None
@@ -47,5 +48,6 @@ class PoolWatcher:
             for pool in self._watched:
                 group.create_task(self._watch(pool))
 
+    @abstractmethod
     async def _watch(self, pool: Pool) -> None:
-        raise NotImplementedError
+        """One pool's loop, until cancelled."""
