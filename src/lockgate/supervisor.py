@@ -3,7 +3,8 @@ them all on a signal, and reloads the configuration on SIGHUP without dropping a
 
 A reload is a rolling replacement, as nginx does it. The new configuration is read and
 validated first; if it is invalid, or changes something only a restart can (the
-listening addresses, the data directory, the worker count, metering on or off), it is
+listening addresses, the data directory, the worker count, metering on or off, the
+store, Redis, the API key pepper), it is
 refused with a log line and nothing changes. Otherwise a new worker is forked per
 worker, each binding the same port (SO_REUSEPORT); once every one of them is ready, the
 old ones get SIGTERM and drain (finish in-flight requests and streams, up to
@@ -63,6 +64,14 @@ def restart_needed(old: RuntimeConfig, new: RuntimeConfig) -> list[str]:
         ("server.data_dir", old.server.data_dir, new.server.data_dir),
         ("server.workers", old.server.workers, new.server.workers),
         ("metering.enabled", old.metering.enabled, new.metering.enabled),
+        # Shared state: new workers on another store or Redis would split the gateway in
+        # two (the ledger process and the old workers stay where they were), and a new
+        # store would not have been migrated.
+        ("database.url", old.database_url, new.database_url),
+        ("redis.url", old.redis_url, new.redis_url),
+        ("redis.key_prefix", old.redis_key_prefix, new.redis_key_prefix),
+        # Every API key's hash depends on it: a new pepper would lock out every client.
+        ("auth.api_key_pepper", old.auth.api_key_pepper, new.auth.api_key_pepper),
     )
     return [name for name, before, after in checks if before != after]
 

@@ -8,6 +8,7 @@ invalid file, or one changing what needs a restart, is refused and the old one k
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import sys
@@ -42,11 +43,13 @@ def _config(port: int, data_dir: Path, sim: SimServer, **extra: Any) -> bytes:
     )
 
 
-async def _serve(config: Path, workers: int) -> asyncio.subprocess.Process:
+async def _serve(
+    config: Path, workers: int, stderr: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lockgate", "serve", "--config", str(config),
         "--workers", str(workers),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
     )  # fmt: skip
 
 
@@ -149,6 +152,10 @@ async def test_a_bad_reload_is_refused_and_the_old_config_keeps_serving(
         config.write_bytes(_config(free_port(), data_dir, sim))  # a new port: restart only
         os.kill(process.pid, signal.SIGHUP)
         await asyncio.sleep(1.0)
+        other_store = {"url": f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"}
+        config.write_bytes(_config(port, data_dir, sim, database=other_store))  # restart only
+        os.kill(process.pid, signal.SIGHUP)
+        await asyncio.sleep(1.0)
         assert _children(process.pid) == workers  # nothing was replaced
         assert await _status(port, "chat") == 200
     finally:
@@ -159,4 +166,55 @@ async def test_a_bad_reload_is_refused_and_the_old_config_keeps_serving(
     log = (await process.stderr.read()).decode()
     assert "reload refused, still serving the old configuration" in log
     assert "reload refused: server.port can change only with a restart" in log
+    assert "reload refused: database.url can change only with a restart" in log
     assert "Traceback" not in log
+
+
+async def test_new_workers_that_fail_to_start_abandon_the_reload(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    """A file that validates can still fail in a new worker (here: its usage journal is
+    held by another process). The old worker keeps serving, and a later reload works."""
+    port = free_port()
+    data_dir = tmp_path / "data"
+    config = tmp_path / "gateway.yaml"
+    config.write_bytes(_config(port, data_dir, sim))
+    log_path = tmp_path / "gateway.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        process = await _serve(config, 1, stderr=log_fd)
+    finally:
+        os.close(log_fd)  # the gateway holds its own copy
+    try:
+        await wait_healthy(port, process)
+        workers = {p for p in _children(process.pid) if not _is_ledger(p)}
+        # The new worker takes slot 1; hold its journal's lock as another gateway would.
+        usage = data_dir / "usage"
+        usage.mkdir(parents=True, exist_ok=True)
+        held = os.open(usage / "journal-1.db.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            deployment = {"name": "d2", "base_url": sim.base_url}
+            new_model = {"name": "chat-v2", "deployments": [deployment]}
+            config.write_bytes(_config(port, data_dir, sim, more_models=[new_model]))
+            os.kill(process.pid, signal.SIGHUP)
+            async with asyncio.timeout(30):
+                while b"reload abandoned" not in log_path.read_bytes():  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+            assert {p for p in _children(process.pid) if not _is_ledger(p)} == workers
+            assert await _status(port, "chat") == 200
+            assert await _status(port, "chat-v2") == 404  # the old configuration, whole
+        finally:
+            os.close(held)  # releases the lock
+        os.kill(process.pid, signal.SIGHUP)  # the journal is free now: this one succeeds
+        async with asyncio.timeout(30):
+            while await _status(port, "chat-v2") != 200:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert process.returncode is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    assert code == 0
+    log = log_path.read_text()
+    assert "reload abandoned (worker 1 exited); still serving the old configuration" in log
+    assert "journal-1.db is in use by another process" in log

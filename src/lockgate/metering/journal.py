@@ -207,7 +207,8 @@ class Journal:
         target = self.appended
         if self.durable >= target:
             return
-        loop = asyncio.get_running_loop()
+        # The loop ``open`` ran in (CPython 3.11's get_running_loop costs a getpid syscall).
+        loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         # Register first, then re-check: the journal thread bumps ``durable`` before it
         # looks for waiters, so one of the two sides always sees the other.
