@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import streamclient, wrk
+from bench import idleclient, streamclient, wrk
 from bench.proc import BenchError, CpuMeter, CpuSnapshot, pss_kib, rss_kib
 from bench.targets import HOST, MODEL, Target
 
@@ -249,7 +249,7 @@ def idle_streams(target: Target, opts: Options) -> IdleRow:
     with asyncio.Runner(loop_factory=streamclient.new_loop) as runner:
         # A few streams first, so lazily built state is not charged to the 1,000.
         warm = runner.run(
-            streamclient.hold_streams(
+            idleclient.hold_streams(
                 target.url,
                 body,
                 count=10,
@@ -270,7 +270,7 @@ def idle_streams(target: Target, opts: Options) -> IdleRow:
             pss_peak[0] = max(pss_peak[0], pss_kib(pid))
 
         stats = runner.run(
-            streamclient.hold_streams(
+            idleclient.hold_streams(
                 target.url,
                 body,
                 count=opts.idle_streams,

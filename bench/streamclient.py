@@ -1,8 +1,9 @@
-"""A small asyncio HTTP/1.1 client for server-sent-event streams: TTFT, total time, idle holds.
+"""A small asyncio HTTP/1.1 client for server-sent-event streams: TTFT and total time.
 
 wrk counts whole streams but cannot tell when the first event arrived, nor
 check what was in the stream; this client does both, over keep-alive
 connections, with nothing between it and the socket but asyncio streams.
+``idleclient.py`` uses the same pieces to hold many slow streams open.
 
 Standalone: ``python -m bench.streamclient http://127.0.0.1:8080 --count 200``.
 """
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -37,7 +37,7 @@ def stream_body(model: str, max_tokens: int) -> bytes:
     )
 
 
-def _request(host: str, port: int, body: bytes, headers: bytes = b"") -> bytes:
+def request_bytes(host: str, port: int, body: bytes, headers: bytes = b"") -> bytes:
     """``headers``: extra pre-serialised ``name: value\\r\\n`` lines (e.g. credentials)."""
     return (
         b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
@@ -60,7 +60,7 @@ class Response:
         return self.headers.get(b"connection", b"").lower() != b"close"
 
 
-async def _read_head(reader: asyncio.StreamReader) -> Response:
+async def read_head(reader: asyncio.StreamReader) -> Response:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
@@ -72,7 +72,7 @@ async def _read_head(reader: asyncio.StreamReader) -> Response:
     return Response(status, headers)
 
 
-async def _body(reader: asyncio.StreamReader, response: Response) -> AsyncIterator[bytes]:
+async def body_pieces(reader: asyncio.StreamReader, response: Response) -> AsyncIterator[bytes]:
     """The body's pieces as they arrive: chunked, sized, or up to EOF."""
     if response.headers.get(b"transfer-encoding", b"").lower() == b"chunked":
         while True:
@@ -90,7 +90,7 @@ async def _body(reader: asyncio.StreamReader, response: Response) -> AsyncIterat
             yield piece
 
 
-class _Events:
+class Events:
     """Splits SSE pieces into ``data:`` payloads (events may straddle chunk borders)."""
 
     def __init__(self) -> None:
@@ -168,16 +168,16 @@ async def one_stream(conn: _Conn, body: bytes, expect_events: int) -> StreamTimi
     """Send one streaming request; time the first ``data:`` event and ``[DONE]``; validate."""
     reader, writer = await conn.open()
     started = time.perf_counter()
-    writer.write(_request(conn.host, conn.port, body, conn.headers))
-    response = await _read_head(reader)
+    writer.write(request_bytes(conn.host, conn.port, body, conn.headers))
+    response = await read_head(reader)
     if response.status != 200:
-        raw = b"".join([piece async for piece in _body(reader, response)])
+        raw = b"".join([piece async for piece in body_pieces(reader, response)])
         conn.close()
         raise StreamBroken(f"HTTP {response.status}: {raw[:300]!r}")
-    events = _Events()
+    events = Events()
     payloads: list[bytes] = []
     first = done = 0.0
-    async for piece in _body(reader, response):
+    async for piece in body_pieces(reader, response):
         now = time.perf_counter()
         for payload in events.feed(piece):
             first = first or now
@@ -234,127 +234,6 @@ async def run_streams(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
     stats.wall_s = time.perf_counter() - started
-    return stats
-
-
-@dataclass
-class HoldStats:
-    """Idle streams: how many were opened, how long that took, and what failed."""
-
-    wanted: int
-    opened: int = 0
-    failed: int = 0
-    ended_early: int = 0
-    open_s: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-    def fail(self, message: str) -> None:
-        self.failed += 1
-        if len(self.errors) < 5:
-            self.errors.append(message)
-
-
-async def _open_and_hold(
-    host: str,
-    port: int,
-    body: bytes,
-    opened: asyncio.Event,
-    release: asyncio.Event,
-    headers: bytes = b"",
-) -> bool:
-    """Open one stream, signal once its first event is in, keep reading until released.
-
-    Returns whether the stream was still open when released.
-    """
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(_request(host, port, body, headers))
-        response = await _read_head(reader)
-        if response.status != 200:
-            raise StreamBroken(f"HTTP {response.status}")
-        events = _Events()
-        pieces = _body(reader, response)
-        async for piece in pieces:
-            if events.feed(piece):
-                break
-        opened.set()
-        drain = asyncio.ensure_future(_drain(pieces))
-        await release.wait()
-        still_open = not drain.done()
-        drain.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await drain
-        return still_open
-    finally:
-        writer.close()
-
-
-async def _drain(pieces: AsyncIterator[bytes]) -> None:
-    """Keep consuming the slow stream so the server never sees a stuck reader."""
-    async for _ in pieces:
-        pass
-
-
-async def hold_streams(
-    url: str,
-    body: bytes,
-    *,
-    count: int,
-    hold_s: float,
-    sample: Callable[[], None],
-    open_concurrency: int = 100,
-    open_timeout_s: float = 60.0,
-    headers: bytes = b"",
-) -> HoldStats:
-    """Open ``count`` slow streams, call ``sample`` repeatedly while all are open, then close all.
-
-    Opening is throttled to ``open_concurrency`` at a time so the servers' accept
-    queues are not what is being measured.
-    """
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    stats = HoldStats(wanted=count)
-    release = asyncio.Event()
-    gate = asyncio.Semaphore(open_concurrency)
-    settled = asyncio.Event()  # every stream is open or has failed
-
-    async def one() -> None:
-        opened = asyncio.Event()
-        async with gate:
-            task = asyncio.ensure_future(_open_and_hold(host, port, body, opened, release, headers))
-            waiter = asyncio.ensure_future(opened.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-        if opened.is_set():
-            stats.opened += 1
-            _settle()
-        try:
-            if not await task:
-                stats.ended_early += 1
-        except (OSError, asyncio.IncompleteReadError, ValueError, StreamBroken) as exc:
-            stats.fail(f"{type(exc).__name__}: {exc}")
-            _settle()
-
-    def _settle() -> None:
-        if stats.opened + stats.failed >= count:
-            settled.set()
-
-    started = time.perf_counter()
-    tasks = [asyncio.ensure_future(one()) for _ in range(count)]
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(settled.wait(), open_timeout_s)
-    stats.open_s = time.perf_counter() - started
-    end = time.perf_counter() + hold_s
-    while True:
-        sample()
-        if time.perf_counter() >= end:
-            break
-        await asyncio.sleep(0.25)
-    release.set()
-    _, lingering = await asyncio.wait(tasks, timeout=5)
-    for task in lingering:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
     return stats
 
 
