@@ -163,7 +163,8 @@ class Supervisor:
         # fork and the bookkeeping would otherwise never reach that worker. So the worker
         # is in ``table`` before signals are let through again.
         signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGHUP))
-        gc.freeze()  # as ``serve`` does before the first fork: keep the pages shared
+        gc.collect()  # as ``serve`` does before the first fork: keep the pages shared
+        gc.freeze()
         try:
             process.start()
             table[slot] = _Worker(process, ready, self._generation, config, is_admin)
