@@ -83,6 +83,34 @@ async def test_the_simulators_metrics_page_parses() -> None:
             5,
             0.5,
         ),
+        (  # TensorRT-LLM's trtllm-serve
+            b'trtllm_num_requests_running{model_name="m"} 4\n'
+            b'trtllm_num_requests_waiting{model_name="m"} 1\n'
+            b'trtllm_kv_cache_utilization{model_name="m"} 0.25\n',
+            4,
+            1,
+            0.25,
+        ),
+        (  # Triton's TensorRT-LLM backend: the meaning is in a label; "active" is not used
+            b'nv_trt_llm_request_metrics{model="t",request_type="waiting",version="1"} 3\n'
+            b'nv_trt_llm_request_metrics{model="t",request_type="context",version="1"} 1\n'
+            b'nv_trt_llm_request_metrics{model="t",request_type="scheduled",version="1"} 4\n'
+            b'nv_trt_llm_request_metrics{model="t",request_type="max",version="1"} 512\n'
+            b'nv_trt_llm_request_metrics{model="t",request_type="active",version="1"} 7\n'
+            b'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="max",model="t"} 8000\n'
+            b'nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type="fraction",model="t"} 0.5\n',
+            4,
+            3,
+            0.5,
+        ),
+        (  # Dynamo: in flight includes the queued; KV use as a percentage
+            b'dynamo_frontend_inflight_requests{model="k"} 12\n'
+            b'dynamo_frontend_queued_requests{model="k"} 2\n'
+            b'dynamo_component_kvstats_gpu_cache_usage_percent{worker="w"} 40\n',
+            10,
+            2,
+            0.4,
+        ),
     ],
 )
 def test_engine_names(page: bytes, running: float, waiting: float, kv: float) -> None:

@@ -2,8 +2,9 @@
 
 A worker's own outstanding count sees only its own requests. The engine sees
 everything: other workers', other gateway replicas', and how full its KV cache
-is (a full cache means preemption and recomputation soon). vLLM, SGLang, TGI and
-llama.cpp's server publish this as Prometheus gauges; for models with ``routing.engine_metrics``
+is (a full cache means preemption and recomputation soon). vLLM, SGLang, TGI,
+llama.cpp's server, TensorRT-LLM (trtllm-serve, or Triton's backend) and NVIDIA Dynamo
+publish this as Prometheus gauges; for models with ``routing.engine_metrics``
 one owned background task scrapes each deployment every ``interval_s`` and
 keeps the last reading on its member, where the load score reads it:
 
@@ -39,13 +40,15 @@ from lockgate.routing.watcher import PoolWatcher
 log = logging.getLogger("lockgate.routing")
 
 # Metric names by what they mean: vLLM (both KV names: it renamed the gauge in 0.10),
-# SGLang, TGI (no KV gauge), llama.cpp's llama-server (with --metrics).
+# SGLang, TGI (no KV gauge), llama.cpp's llama-server (with --metrics), TensorRT-LLM's
+# trtllm-serve, and NVIDIA Dynamo (its frontend's queue; the workers' KV statistics).
 _RUNNING = frozenset(
     {
         b"vllm:num_requests_running",
         b"sglang:num_running_reqs",
         b"tgi_batch_current_size",
         b"llamacpp:requests_processing",
+        b"trtllm_num_requests_running",
     }
 )
 _WAITING = frozenset(
@@ -54,6 +57,8 @@ _WAITING = frozenset(
         b"sglang:num_queue_reqs",
         b"tgi_queue_size",
         b"llamacpp:requests_deferred",
+        b"trtllm_num_requests_waiting",
+        b"dynamo_frontend_queued_requests",
     }
 )
 _KV_USE = frozenset(
@@ -62,9 +67,22 @@ _KV_USE = frozenset(
         b"vllm:gpu_cache_usage_perc",
         b"sglang:token_usage",
         b"llamacpp:kv_cache_usage_ratio",
+        b"trtllm_kv_cache_utilization",
+        b"dynamo_component_kvstats_gpu_cache_usage_percent",
     }
 )
-_WANTED = _RUNNING | _WAITING | _KV_USE
+# Dynamo's frontend counts every request in flight, the queued ones included: what it
+# adds to the running count is the difference.
+_IN_FLIGHT = frozenset({b"dynamo_frontend_inflight_requests"})
+# Triton's TensorRT-LLM backend puts the meaning in a label of one gauge.
+_LABELLED = {
+    b"nv_trt_llm_request_metrics": {
+        b'request_type="scheduled"': _RUNNING,
+        b'request_type="waiting"': _WAITING,
+    },
+    b"nv_trt_llm_kv_cache_block_metrics": {b'kv_cache_block_type="fraction"': _KV_USE},
+}
+_WANTED = _RUNNING | _WAITING | _KV_USE | _IN_FLIGHT | frozenset(_LABELLED)
 
 # Returns the body of GET ``spec.path`` on the deployment (raises on any failure).
 Fetch = Callable[[DeploymentTarget, EngineMetricsSpec], Awaitable[bytes]]
@@ -86,9 +104,10 @@ def parse_engine_metrics(text: bytes, at: float) -> EngineReading | None:
     """The reading in a Prometheus text page, or None if it has none of the names.
 
     Series of one name are summed (vLLM with data parallelism has one per engine),
-    except KV use, where the fullest engine counts.
+    except KV use, where the fullest engine counts. KV use is a fraction; a value
+    above 1 is read as a percentage.
     """
-    running = waiting = kv = 0.0
+    running = waiting = in_flight = kv = 0.0
     found = False
     for line in text.splitlines():
         if not line or line[0] == 35:  # '#'
@@ -99,20 +118,32 @@ def parse_engine_metrics(text: bytes, at: float) -> EngineReading | None:
         if end <= 0 or line[:end] not in _WANTED:
             continue
         name = line[:end]
-        rest = line[line.rfind(b"}") + 1 :] if brace == end else line[end:]
+        close = line.rfind(b"}")
+        rest = line[close + 1 :] if brace == end else line[end:]
         try:
             value = float(rest.split()[0])
         except (IndexError, ValueError):
             continue
         if value != value or value < 0:  # NaN or nonsense
             continue
-        found = True
-        if name in _RUNNING:
-            running += value
-        elif name in _WAITING:
-            waiting += value
+        meanings = _LABELLED.get(name)
+        if meanings is not None:
+            labels = line[brace:close] if brace == end else b""
+            kind = next((k for label, k in meanings.items() if label in labels), None)
+            if kind is None:
+                continue
         else:
-            kv = max(kv, min(value, 1.0))
+            kind = _RUNNING if name in _RUNNING else _WAITING if name in _WAITING else None
+        found = True
+        if kind is _RUNNING:
+            running += value
+        elif kind is _WAITING:
+            waiting += value
+        elif name in _IN_FLIGHT:
+            in_flight += value
+        else:
+            kv = max(kv, min(value / 100.0 if value > 1.0 else value, 1.0))
+    running += max(in_flight - waiting, 0.0)
     return EngineReading(running, waiting, kv, at) if found else None
 
 
