@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,39 @@ async def test_items_appended_before_open_are_kept_and_after_close_counted(
     reader = JournalReader(tmp_path / "j.db")
     assert [e.items for e in reader.pending(10)] == [[["early"]]]
     reader.close()
+
+
+async def _sequential_syncs(journal: Journal, count: int) -> float:
+    """Seconds for ``count`` append-then-sync rounds: a client that waits for each answer."""
+    started = time.monotonic()
+    for i in range(count):
+        journal.append(["item", i])
+        await journal.sync()
+    return time.monotonic() - started
+
+
+async def test_an_idle_process_commits_at_once_instead_of_waiting_for_a_group(
+    tmp_path: Path,
+) -> None:
+    # The process reports no CPU used: waiting could gather nothing (the only request is
+    # the one held for the commit), so no round waits for the long interval.
+    journal = Journal(tmp_path / "j.db", commit_interval_s=0.5, cpu_clock=lambda: 0.0)
+    journal.open()
+    try:
+        await asyncio.sleep(0.06)  # past the first load window
+        assert await _sequential_syncs(journal, 6) < 1.0  # waiting would take 2.5 s
+        assert journal.durable == 6
+    finally:
+        journal.close()
+
+
+async def test_a_busy_process_commits_at_most_once_per_interval(tmp_path: Path) -> None:
+    # CPU time advancing as fast as the wall clock: a core's worth, so commits group.
+    journal = Journal(tmp_path / "j.db", commit_interval_s=0.2, cpu_clock=time.monotonic)
+    journal.open()
+    try:
+        await asyncio.sleep(0.06)
+        await _sequential_syncs(journal, 1)  # the first window is judged here
+        assert await _sequential_syncs(journal, 4) >= 0.75  # four waits of ~0.2 s each
+    finally:
+        journal.close()
