@@ -53,8 +53,9 @@ class MeteringSpec(Strict):
     # response ends without its record durable (counted and logged; the record stays
     # queued and is written once the disk recovers).
     acknowledge_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
-    # The journal's group commit: at most one fsync per interval, however many records.
-    # Shorter: less added latency in durable mode; longer: fewer fsyncs under load.
+    # The journal's group commit while the worker is busy: at most one fsync per interval,
+    # however many records (idle, it commits at once). Shorter: less added latency in
+    # durable mode under load; longer: fewer fsyncs.
     journal_commit_interval_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     # full: every group commit is fsynced, so an acknowledged record survives power loss
     # and OS crashes too. normal: no fsync per commit (SQLite synchronous=NORMAL): records

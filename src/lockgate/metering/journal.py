@@ -28,11 +28,12 @@ Durability, exactly:
   ``durable`` counts such items in append order, and ``await sync()`` returns
   once everything appended before the call is durable.
 - Items appended but not yet committed are in process memory only: lost if the
-  process dies. That window is ``commit_interval_s`` plus the commit that takes
-  them (an fsync: ~0.2 ms on the reference VM), so about 5-6 ms by default,
-  longer only while the disk is slow or failing. Callers that must
-  not answer before the record is durable await ``sync()``; the data plane
-  deliberately does not.
+  process dies. That window is at most ``commit_interval_s`` (only while the
+  process is busy) plus the commit that takes them (an fsync: ~0.2-0.5 ms on the
+  reference VM), so under 3 ms by default, longer only while the disk is slow or
+  failing. Callers that must not answer before the record is durable await
+  ``sync()``: the data plane does, before a response's end, with
+  ``metering.acknowledge: durable`` (the default).
 - A commit that fails (disk full, I/O error) is retried with back-off and logged,
   the group kept in memory; ``commit_failures`` counts the attempts.
 
