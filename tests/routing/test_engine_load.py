@@ -103,10 +103,10 @@ async def test_the_simulators_metrics_page_parses() -> None:
             3,
             0.5,
         ),
-        (  # Dynamo: in flight includes the queued; KV use as a percentage
+        (  # Dynamo: in flight includes the queued; KV use a fraction despite "percent"
             b'dynamo_frontend_inflight_requests{model="k"} 12\n'
             b'dynamo_frontend_queued_requests{model="k"} 2\n'
-            b'dynamo_component_kvstats_gpu_cache_usage_percent{worker="w"} 40\n',
+            b'dynamo_component_kvstats_gpu_cache_usage_percent{worker="w"} 0.4\n',
             10,
             2,
             0.4,

@@ -104,8 +104,8 @@ def parse_engine_metrics(text: bytes, at: float) -> EngineReading | None:
     """The reading in a Prometheus text page, or None if it has none of the names.
 
     Series of one name are summed (vLLM with data parallelism has one per engine),
-    except KV use, where the fullest engine counts. KV use is a fraction; a value
-    above 1 is read as a percentage.
+    except KV use, where the fullest engine counts. KV use is a fraction (Dynamo's
+    ``..._percent`` too, despite its name), capped at 1.
     """
     running = waiting = in_flight = kv = 0.0
     found = False
@@ -142,7 +142,7 @@ def parse_engine_metrics(text: bytes, at: float) -> EngineReading | None:
         elif name in _IN_FLIGHT:
             in_flight += value
         else:
-            kv = max(kv, min(value / 100.0 if value > 1.0 else value, 1.0))
+            kv = max(kv, min(value, 1.0))
     running += max(in_flight - waiting, 0.0)
     return EngineReading(running, waiting, kv, at) if found else None
 
