@@ -139,7 +139,7 @@ async def test_a_busy_process_commits_at_most_once_per_interval(tmp_path: Path) 
     journal.open()
     try:
         await asyncio.sleep(0.06)
-        await _sequential_syncs(journal, 1)  # the first window is judged here
+        await _sequential_syncs(journal, 1)  # no commit before it: this one is at once
         assert await _sequential_syncs(journal, 4) >= 0.75  # four waits of ~0.2 s each
     finally:
         journal.close()
