@@ -39,41 +39,48 @@ from lockgate.routing.watcher import PoolWatcher
 
 log = logging.getLogger("lockgate.routing")
 
+# What a gauge means for the load score.
+_RUNNING, _WAITING, _IN_FLIGHT, _KV_USE = range(4)
 # Metric names by what they mean: vLLM (both KV names: it renamed the gauge in 0.10),
 # SGLang, TGI (no KV gauge), llama.cpp's llama-server (with --metrics), TensorRT-LLM's
 # trtllm-serve, and NVIDIA Dynamo (its frontend's queue; the workers' KV statistics).
-_RUNNING = frozenset(
-    {
-        b"vllm:num_requests_running",
-        b"sglang:num_running_reqs",
-        b"tgi_batch_current_size",
-        b"llamacpp:requests_processing",
-        b"trtllm_num_requests_running",
-    }
-)
-_WAITING = frozenset(
-    {
-        b"vllm:num_requests_waiting",
-        b"sglang:num_queue_reqs",
-        b"tgi_queue_size",
-        b"llamacpp:requests_deferred",
-        b"trtllm_num_requests_waiting",
-        b"dynamo_frontend_queued_requests",
-    }
-)
-_KV_USE = frozenset(
-    {
-        b"vllm:kv_cache_usage_perc",
-        b"vllm:gpu_cache_usage_perc",
-        b"sglang:token_usage",
-        b"llamacpp:kv_cache_usage_ratio",
-        b"trtllm_kv_cache_utilization",
-        b"dynamo_component_kvstats_gpu_cache_usage_percent",
-    }
-)
 # Dynamo's frontend counts every request in flight, the queued ones included: what it
 # adds to the running count is the difference.
-_IN_FLIGHT = frozenset({b"dynamo_frontend_inflight_requests"})
+_MEANINGS = {
+    **dict.fromkeys(
+        (
+            b"vllm:num_requests_running",
+            b"sglang:num_running_reqs",
+            b"tgi_batch_current_size",
+            b"llamacpp:requests_processing",
+            b"trtllm_num_requests_running",
+        ),
+        _RUNNING,
+    ),
+    **dict.fromkeys(
+        (
+            b"vllm:num_requests_waiting",
+            b"sglang:num_queue_reqs",
+            b"tgi_queue_size",
+            b"llamacpp:requests_deferred",
+            b"trtllm_num_requests_waiting",
+            b"dynamo_frontend_queued_requests",
+        ),
+        _WAITING,
+    ),
+    b"dynamo_frontend_inflight_requests": _IN_FLIGHT,
+    **dict.fromkeys(
+        (
+            b"vllm:kv_cache_usage_perc",
+            b"vllm:gpu_cache_usage_perc",
+            b"sglang:token_usage",
+            b"llamacpp:kv_cache_usage_ratio",
+            b"trtllm_kv_cache_utilization",
+            b"dynamo_component_kvstats_gpu_cache_usage_percent",
+        ),
+        _KV_USE,
+    ),
+}
 # Triton's TensorRT-LLM backend puts the meaning in a label of one gauge.
 _LABELLED = {
     b"nv_trt_llm_request_metrics": {
@@ -82,7 +89,7 @@ _LABELLED = {
     },
     b"nv_trt_llm_kv_cache_block_metrics": {b'kv_cache_block_type="fraction"': _KV_USE},
 }
-_WANTED = _RUNNING | _WAITING | _KV_USE | _IN_FLIGHT | frozenset(_LABELLED)
+_WANTED = frozenset(_MEANINGS) | frozenset(_LABELLED)
 
 # Returns the body of GET ``spec.path`` on the deployment (raises on any failure).
 Fetch = Callable[[DeploymentTarget, EngineMetricsSpec], Awaitable[bytes]]
@@ -126,20 +133,19 @@ def parse_engine_metrics(text: bytes, at: float) -> EngineReading | None:
             continue
         if value != value or value < 0:  # NaN or nonsense
             continue
-        meanings = _LABELLED.get(name)
-        if meanings is not None:
+        meaning = _MEANINGS.get(name)
+        if meaning is None:  # a labelled gauge: which series is it?
             labels = line[brace:close] if brace == end else b""
-            kind = next((k for label, k in meanings.items() if label in labels), None)
-            if kind is None:
+            by_label = _LABELLED[name].items()
+            meaning = next((m for label, m in by_label if label in labels), None)
+            if meaning is None:
                 continue
-        else:
-            kind = _RUNNING if name in _RUNNING else _WAITING if name in _WAITING else None
         found = True
-        if kind is _RUNNING:
+        if meaning == _RUNNING:
             running += value
-        elif kind is _WAITING:
+        elif meaning == _WAITING:
             waiting += value
-        elif name in _IN_FLIGHT:
+        elif meaning == _IN_FLIGHT:
             in_flight += value
         else:
             kv = max(kv, min(value, 1.0))
